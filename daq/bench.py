@@ -1,0 +1,210 @@
+"""Composition root: turns a loaded bench file into simulators, drivers, pollers, journal and sinks.
+
+Record path (synchronous, in this order, for every poll): stamp run/step/cycle -> hooks (safety
+monitor first, then the runner and the live view) -> journal. Sinks forward from the journal in
+their own tasks, so nothing on this path waits on a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daq import __version__
+from daq.clock import Clock, MonotonicClock, ScaledClock
+from daq.config.bench import ModbusDeviceConfig, SerialTransportConfig, TcpTransportConfig
+from daq.config.loader import LoadedBench
+from daq.cycler import CyclerControl
+from daq.engine.poller import DevicePoller
+from daq.errors import ConfigError
+from daq.journal import Journal
+from daq.records import Record
+from drivers.modbus.driver import Endpoint, ModbusDriver, ModbusLink, SerialEndpoint, TcpEndpoint
+
+log = logging.getLogger(__name__)
+
+RecordHook = Callable[[Record], None]
+
+
+@dataclass
+class RunContext:
+    """What the bench stamps on every record. The runner moves step and cycle."""
+
+    run_id: str = ""
+    step: int = 0
+    cycle: int = 0
+
+
+@dataclass
+class Bench:
+    loaded: LoadedBench
+    clock: Clock = field(default_factory=MonotonicClock)
+    journal_path: Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        cfg = self.loaded.config
+        if cfg.simulation is not None and cfg.simulation.time_scale != 1.0 and isinstance(self.clock, MonotonicClock):
+            self.clock = ScaledClock(cfg.simulation.time_scale)
+        self.journal = Journal(
+            self.journal_path or self.loaded.journal_path, commit_interval_s=cfg.journal.commit_interval_s
+        )
+        self.context = RunContext()
+        self.hooks: list[RecordHook] = []
+        self.latest: dict[str, Record] = {}
+        self.pollers: dict[str, DevicePoller] = {}
+        self.drivers: dict[str, ModbusDriver] = {}
+        self.cyclers: dict[str, CyclerControl] = {}
+        self.simulation: Any = None
+        self._links: dict[Endpoint, ModbusLink] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.records_seen = 0
+
+    @property
+    def bench_id(self) -> str:
+        return self.loaded.config.bench.id
+
+    @property
+    def run_id(self) -> str:
+        return self.context.run_id
+
+    # -- construction --------------------------------------------------------------------------
+    async def start_simulation(self) -> None:
+        sim_cfg = self.loaded.config.simulation
+        if sim_cfg is None:
+            return
+        from simulators.hardware import SimulatedHardware  # only benches with simulation load it
+
+        self.simulation = SimulatedHardware(sim_cfg, clock=self.clock, base_dir=self.loaded.base_dir)
+        await self.simulation.start()
+
+    def _endpoint(self, dev: ModbusDeviceConfig) -> Endpoint:
+        t = dev.transport
+        if isinstance(t, TcpTransportConfig):
+            if t.simulator is not None:
+                if self.simulation is None:
+                    raise ConfigError(
+                        f"device {dev.name}: transport.simulator {t.simulator} needs the bench's simulation"
+                    )
+                host, port = self.simulation.tcp_address(t.simulator)
+                return TcpEndpoint(host, port, t.framing, dev.timeout_s)
+            return TcpEndpoint(t.host, t.port, t.framing, dev.timeout_s)
+        assert isinstance(t, SerialTransportConfig)
+        port = t.port
+        if port.startswith("sim:"):
+            if self.simulation is None:
+                raise ConfigError(f"device {dev.name}: serial port {port} needs the bench's simulation")
+            port = self.simulation.serial_path(port[4:])
+        return SerialEndpoint(port, t.baud, t.parity, t.bytesize, t.stopbits, dev.timeout_s)
+
+    def build_devices(self) -> None:
+        for dev in self.loaded.config.devices:
+            if not dev.enabled:
+                continue
+            endpoint = self._endpoint(dev)
+            link = self._links.get(endpoint)
+            if link is None:
+                link = self._links[endpoint] = ModbusLink(endpoint)
+            driver = ModbusDriver(
+                dev.name,
+                kind=dev.role,
+                regmap=self.loaded.regmaps[dev.name],
+                link=link,
+                unit_id=dev.unit_id,
+                max_registers_per_read=dev.max_registers_per_read,
+                max_gap=dev.max_gap,
+            )
+            self.drivers[dev.name] = driver
+            if dev.role == "cycler":
+                self.cyclers[dev.name] = CyclerControl(driver, clock=self.clock)
+            self.pollers[dev.name] = DevicePoller(
+                driver,
+                period_s=dev.poll_period_s,
+                clock=self.clock,
+                on_record=self.handle_record,
+                timeout_s=dev.timeout_s,
+                retries=dev.retries,
+            )
+
+    # -- hot path ------------------------------------------------------------------------------
+    def handle_record(self, record: Record) -> None:
+        ctx = self.context
+        record.run_id = ctx.run_id
+        record.step = ctx.step
+        record.cycle = ctx.cycle
+        for hook in self.hooks:
+            try:
+                hook(record)
+            except Exception:  # a faulty observer must never cost a reading
+                log.exception("record hook %r failed", hook)
+        self.journal.append(record)
+        self.latest[record.schema.device] = record
+        self.records_seen += 1
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self, *, run_id: str | None = None) -> str:
+        """Start simulators, open the journal, begin (or resume) a run and start polling."""
+        await self.start_simulation()
+        self.build_devices()
+        self.journal.open()
+        schemas = [d.schema for d in self.drivers.values()]
+        if run_id is None:
+            meta = {
+                "software_version": __version__,
+                "bench_file": str(self.loaded.path),
+                "time_scale": self.clock.time_scale,
+                **self.metadata,
+            }
+            self.context.run_id = self.journal.begin_run(
+                self.bench_id,
+                schemas=schemas,
+                metadata=meta,
+                config_hash=self.loaded.config_hash,
+                started_ns=self.clock.wall_ns(),
+            )
+        else:
+            self.journal.reopen_run(run_id)
+            self.journal.add_devices(run_id, schemas)
+            self.context.run_id = run_id
+        for name, poller in self.pollers.items():
+            self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{name}"))
+        for dev in self.loaded.config.devices:
+            if dev.name in self.cyclers and dev.watchdog_timeout_s > 0:
+                ctl = self.cyclers[dev.name]
+                self._tasks.append(
+                    asyncio.create_task(ctl.keep_watchdog(dev.watchdog_timeout_s), name=f"watchdog:{dev.name}")
+                )
+        return self.context.run_id
+
+    def add_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        return task
+
+    async def stop(self, *, status: str = "completed", reason: str = "") -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for link in self._links.values():
+            link.close()
+        if self.context.run_id:
+            self.journal.end_run(self.context.run_id, status=status, reason=reason, ended_ns=self.clock.wall_ns())
+        self.journal.close()
+        if self.simulation is not None:
+            await self.simulation.stop()
+            self.simulation = None
+
+    async def run_for(self, duration_s: float | None) -> None:
+        """Wait ``duration_s`` of bench time (forever if None)."""
+        if duration_s is None:
+            await asyncio.Event().wait()
+        else:
+            await self.clock.sleep(duration_s)

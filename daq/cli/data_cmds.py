@@ -1,0 +1,81 @@
+"""``daq runs`` and ``daq export``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daq.cli.journals import add_journal_args, candidate_journals, open_run
+from daq.errors import DaqError
+from daq.export.table import build_run_table
+from daq.export.writers import WRITERS
+from daq.journal import JournalReader
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list recorded runs")
+    add_journal_args(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("export", help="export a run to CSV or Parquet")
+    p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
+    p.add_argument("--format", choices=sorted(WRITERS), default="csv")
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--device", action="append", help="only this device (repeatable)")
+    p.add_argument("--channel", action="append", help="only this channel name (repeatable)")
+    p.add_argument("--from", dest="start", help="start time, ISO 8601 (e.g. 2026-11-25T10:00:00Z)")
+    p.add_argument("--to", dest="end", help="end time, ISO 8601")
+    add_journal_args(p)
+    p.set_defaults(func=cmd_export)
+
+
+def _fmt_time(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    for path in candidate_journals(args):
+        with JournalReader(path) as reader:
+            runs = reader.runs()
+        print(f"{path}: {len(runs)} run(s)")
+        if runs:
+            print(f"  {'run id':<34} {'started (UTC)':<20} {'ended (UTC)':<20} {'status':<12} records")
+        for r in runs:
+            print(
+                f"  {r.run_id:<34} {_fmt_time(r.started_ns):<20} {_fmt_time(r.ended_ns):<20} {r.status:<12} {r.records}"
+            )
+    return 0
+
+
+def parse_time(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DaqError(f"time {text!r} is not ISO 8601; use e.g. 2026-11-25T10:00:00Z") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1e9)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    reader, run = open_run(args, args.run)
+    with reader:
+        table = build_run_table(
+            reader,
+            run.run_id,
+            devices=args.device,
+            channels=args.channel,
+            start_ns=parse_time(args.start),
+            end_ns=parse_time(args.end),
+        )
+    if table.rows == 0:
+        raise DaqError(f"run {run.run_id} has no records in the selection; nothing was written")
+    WRITERS[args.format](table, Path(args.out))
+    note = " (run still in progress: exported what is recorded so far)" if run.status == "running" else ""
+    print(f"wrote {table.rows} rows, {len(table.columns)} columns of run {run.run_id} to {args.out}{note}")
+    return 0

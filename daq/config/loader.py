@@ -1,0 +1,91 @@
+"""Load and validate a bench file, and everything it refers to, reporting every problem at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from daq.config.bench import BenchConfig, ModbusDeviceConfig
+from daq.config.errors import format_validation_error, yaml_error_line
+from daq.errors import ConfigError
+from drivers.modbus.regmap import RegisterMap, load_regmap, plan_reads
+
+
+@dataclass
+class LoadedBench:
+    config: BenchConfig
+    path: Path
+    regmaps: dict[str, RegisterMap] = field(default_factory=dict)  # by device name
+    config_hash: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def journal_path(self) -> Path:
+        return Path(self.config.journal.path or f"journal/{self.config.bench.id}.sqlite")
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: {what} not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a folder, expected a {what}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{yaml_error_line(exc)}: not valid YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_bench(path: str | Path) -> LoadedBench:
+    path = Path(path)
+    data = read_yaml(path, "bench file")
+    try:
+        config = BenchConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path), data)) from exc
+    loaded = LoadedBench(config, path)
+    problems: list[str] = []
+    for i, dev in enumerate(config.devices):
+        if not isinstance(dev, ModbusDeviceConfig):
+            continue
+        where = f"{path}: devices[{i}]({dev.name}).regmap"
+        regmap_path = loaded.resolve(dev.regmap)
+        try:
+            regmap = load_regmap(regmap_path)
+        except ConfigError as exc:
+            problems.extend(f"{where}: {p}" for p in exc.problems)
+            continue
+        try:
+            plan_reads(regmap.polled, max_count=dev.max_registers_per_read, max_gap=dev.max_gap)
+        except ConfigError as exc:
+            problems.extend(f"{where}: {p}" for p in exc.problems)
+        if dev.role == "cycler" and dev.watchdog_timeout_s > 0:
+            missing = [n for n in ("watchdog_timeout_s", "watchdog_counter") if n not in regmap.by_name]
+            if missing:
+                problems.append(f"{where}: watchdog_timeout_s is set but the register map has no {', '.join(missing)}")
+        loaded.regmaps[dev.name] = regmap
+    if problems:
+        raise ConfigError(problems)
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    loaded.config_hash = hashlib.sha256(canonical).hexdigest()[:16]
+    return loaded

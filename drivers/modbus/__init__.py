@@ -1,0 +1,1 @@
+"""Modbus: pure codec and register maps; the pymodbus-based driver."""
