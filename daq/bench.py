@@ -25,6 +25,7 @@ from daq.errors import ConfigError
 from daq.journal import Journal
 from daq.records import Record
 from drivers.modbus.driver import Endpoint, ModbusDriver, ModbusLink, SerialEndpoint, TcpEndpoint
+from drivers.serial_port import check_serial_port
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Bench:
         self._links: dict[Endpoint, ModbusLink] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.records_seen = 0
+        self._run_open = False
 
     @property
     def bench_id(self) -> str:
@@ -149,9 +151,16 @@ class Bench:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, *, run_id: str | None = None) -> str:
         """Start simulators, open the journal, begin (or resume) a run and start polling."""
-        await self.start_simulation()
-        self.build_devices()
-        self.journal.open()
+        try:
+            await self.start_simulation()
+            self.build_devices()
+            for endpoint in self._links:
+                if isinstance(endpoint, SerialEndpoint):
+                    check_serial_port(endpoint.port)
+            self.journal.open()
+        except BaseException:
+            await self.stop(status="aborted", reason="bench could not start")
+            raise
         schemas = [d.schema for d in self.drivers.values()]
         if run_id is None:
             meta = {
@@ -171,6 +180,7 @@ class Bench:
             self.journal.reopen_run(run_id)
             self.journal.add_devices(run_id, schemas)
             self.context.run_id = run_id
+        self._run_open = True
         for name, poller in self.pollers.items():
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{name}"))
         for dev in self.loaded.config.devices:
@@ -195,8 +205,9 @@ class Bench:
         self._tasks.clear()
         for link in self._links.values():
             link.close()
-        if self.context.run_id:
+        if self._run_open:
             self.journal.end_run(self.context.run_id, status=status, reason=reason, ended_ns=self.clock.wall_ns())
+            self._run_open = False
         self.journal.close()
         if self.simulation is not None:
             await self.simulation.stop()

@@ -43,9 +43,10 @@ class CyclerControl:
         return self.driver.name
 
     def has(self, channel: str) -> bool:
-        return channel in self.driver.schema.index or channel in getattr(
-            getattr(self.driver, "regmap", None), "by_name", {}
-        )
+        regmap = getattr(self.driver, "regmap", None)
+        if regmap is not None:
+            return channel in regmap.by_name or channel in regmap.bit_owner
+        return channel in self.driver.schema.index
 
     async def apply(self, command: CyclerCommand, *, enable_output: bool = True) -> None:
         """Setpoints first, then the mode, then the output: the unit never runs on stale setpoints."""

@@ -218,6 +218,7 @@ class SimCycler:
         self._frozen = False
         self.comm_faults.hang = False
         self._watchdog_kick_s = self._pack.t_s  # the firmware restarts its timer
+        self._measure(self._pack.model)
 
     # --- TerminalLoad (called by SimPack) -------------------------------------------------
 
@@ -300,15 +301,18 @@ class SimCycler:
         if mode == CyclerMode.REST:
             return 0.0
         v0, r = model.terminal_response(dt_s)
-        i_max = min(self.rated_current_a, self.rated_power_w / max(v0, 1e-3))
+        # ratings: current, and power at the terminal voltage the current itself produces
+        i_charge_max = min(self.rated_current_a, _current_for_power(self.rated_power_w, v0, r))
+        i_discharge_max = min(self.rated_current_a, -_current_for_power(-self.rated_power_w, v0, r))
         if mode == CyclerMode.CV:
-            i_limit = min(abs(s.current_setpoint_a), i_max)
-            return _clamp((s.voltage_setpoint_v - v0) / r, -i_limit, i_limit)
+            i_limit = abs(s.current_setpoint_a)
+            wanted = _clamp((s.voltage_setpoint_v - v0) / r, -i_limit, i_limit)
+            return _clamp(wanted, -i_discharge_max, i_charge_max)
         if mode == CyclerMode.CP:
             wanted = _current_for_power(s.power_setpoint_w, v0, r)
         else:  # CC, CCCV
             wanted = s.current_setpoint_a
-        return self._voltage_guard(_clamp(wanted, -i_max, i_max), v0, r)
+        return self._voltage_guard(_clamp(wanted, -i_discharge_max, i_charge_max), v0, r)
 
     def _voltage_guard(self, current: float, v0: float, r: float) -> float:
         """Keep a charge from pushing the terminal above, a discharge from pulling it below,

@@ -7,6 +7,7 @@ scaled clock accelerates the whole bench consistently.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ class SimulatedHardware:
     def __init__(self, cfg: SimulationConfig, *, clock: Clock, base_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.pack = SimPack(PackModel(pack_params(cfg)), clock)
+        # One pack per cycler channel (a cycler drives exactly one pack); BMS simulators watch one of them.
+        self.packs: dict[str, SimPack] = {}
         self.cyclers: dict[str, SimCycler] = {}
         self.servers: dict[str, ModbusTcpServer] = {}
         self.faults: dict[str, ModbusFaults] = {}
@@ -63,9 +65,21 @@ class SimulatedHardware:
             await self.stop()
             raise
 
+    def new_pack(self, name: str) -> SimPack:
+        params = pack_params(self.cfg)
+        if self.packs:  # every further pack is a different physical pack: different cell spread
+            params = dataclasses.replace(params, seed=params.seed + len(self.packs))
+        pack = self.packs[name] = SimPack(PackModel(params), self.clock)
+        return pack
+
+    @property
+    def pack(self) -> SimPack:
+        """The first pack: the one a single-channel bench has."""
+        return next(iter(self.packs.values()))
+
     async def _start_cycler(self, sim: SimCyclerConfig) -> None:
         cycler = SimCycler(
-            self.pack,
+            self.new_pack(sim.name),
             self.clock,
             rated_voltage_v=sim.rated_voltage_v,
             rated_current_a=sim.rated_current_a,

@@ -142,7 +142,8 @@ class DevicePoller:
                 return
         for attempt in range(self.retries + 1):
             try:
-                await asyncio.wait_for(self.driver.read(values, quality), self.timeout_s * 4)
+                async with asyncio.timeout(self.timeout_s * 4):  # a hung driver must not stall the schedule
+                    await self.driver.read(values, quality)
                 self._timeout_streak = 0
                 return
             except (ResponseTimeoutError, TimeoutError) as exc:
@@ -168,7 +169,8 @@ class DevicePoller:
     async def _connect(self) -> bool:
         stats = self.stats
         try:
-            await asyncio.wait_for(self.driver.connect(), self.timeout_s * 4)
+            async with asyncio.timeout(self.timeout_s * 4):
+                await self.driver.connect()
         except (ConnectError, TransportError, TimeoutError, DriverError) as exc:
             delay = self.backoff.next_delay()
             self._next_connect_real = time.monotonic() + delay

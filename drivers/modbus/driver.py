@@ -175,14 +175,21 @@ class ModbusLink:
 
 
 async def _guard(awaitable: Awaitable[Any]) -> Any:
-    """Await a pymodbus call without letting it turn our task's cancellation into its own error."""
+    """Await a pymodbus call without letting it swallow our task's cancellation.
+
+    pymodbus catches ``CancelledError`` in places and turns it into its own error or even a normal
+    return; a cancelled poll task would then live on. Re-raise whenever our task is being cancelled.
+    """
+    task = asyncio.current_task()
     try:
-        return await awaitable
+        result = await awaitable
     except (ModbusException, OSError, TimeoutError):
-        task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError from None
         raise
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return result
 
 
 _READ_METHOD = {
@@ -293,7 +300,14 @@ class ModbusDriver:
             await self.link.call("write_registers", reg.address, payload, device_id=self.unit_id)
 
     async def read_channel(self, channel: str) -> float:
-        """Read one register now (read-back after a write)."""
+        """Read one register (or one named bit of a register) now: read-back after a write."""
+        owner = self.regmap.bit_owner.get(channel)
+        if owner is not None:
+            reg, bit = owner
+            response = await self.link.call(
+                _READ_METHOD[reg.table], reg.address, count=reg.words, device_id=self.unit_id
+            )
+            return float((int(decode_value(reg, response.registers)) >> bit) & 1)
         reg = self.register(channel)
         response = await self.link.call(_READ_METHOD[reg.table], reg.address, count=reg.words, device_id=self.unit_id)
         if reg.table in BIT_TABLES:

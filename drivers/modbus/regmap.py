@@ -282,6 +282,8 @@ class RegisterMap:
             for r in spec.registers
         )
         self.by_name = {r.name: r for r in self.registers}
+        # bit-field channel -> (register holding it, bit index)
+        self.bit_owner = {bit_name: (r, bit) for r in self.registers for bit_name, bit in r.bits}
 
     @property
     def polled(self) -> tuple[Register, ...]:

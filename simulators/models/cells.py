@@ -65,13 +65,6 @@ class CellTable:
         """Open-circuit voltage of one cell at ``soc`` (scalar or array), linear interpolation."""
         return np.interp(soc, self.ocv_soc, self.ocv_v)
 
-    def ocv_slope(self, soc: ArrayLike) -> FloatArray:
-        """dOCV/dSOC (V per unit SOC) of the table segment ``soc`` lies in."""
-        xs = np.asarray(self.ocv_soc)
-        slopes = np.diff(self.ocv_v) / np.diff(xs)
-        index = np.clip(np.searchsorted(xs, soc, side="right") - 1, 0, len(slopes) - 1)
-        return slopes[index]
-
 
 # Kokam-type NMC pouch, 27 Ah, 20 degC (DOMAIN.md 5). Knee points outside 0..1 are assumptions.
 NMC_KOKAM_27AH = CellTable(

@@ -322,6 +322,7 @@ class PackModel:
             remaining_ah=self.remaining_ah,
             nominal_ah=self.nominal_ah,
             balancing=self.balancing,
+            cycles=self.equivalent_full_cycles,
         )
 
     # --- fault hooks (1-based cell / sensor numbers) ---------------------------------------

@@ -18,3 +18,4 @@ class PackSnapshot:
     remaining_ah: float
     nominal_ah: float
     balancing: tuple[bool, ...]  # per cell
+    cycles: float = 0.0  # equivalent full cycles so far
