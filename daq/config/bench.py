@@ -132,6 +132,19 @@ class JournalConfig(Strict):
     commit_interval_s: Annotated[float, Field(gt=0, le=1.0)] = 0.5
 
 
+class SafetyConfig(Strict):
+    """Software limits of the bench: every record is checked before the journal and the sinks see it."""
+
+    limits: str = Field(description="limit-set file (configs/limits/*.yaml), relative to the bench file")
+    stale_check_period_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    push_device_limits: bool = Field(
+        default=True, description="write the limit set's hard bounds into the cycler's own limit registers at start"
+    )
+    escalation: Literal["contactor", "none"] = Field(
+        default="contactor", description="what to do when the cycler's output does not read back off"
+    )
+
+
 class BenchInfo(Strict):
     id: Name
     description: str = ""
@@ -143,6 +156,7 @@ class BenchConfig(Strict):
     devices: list[Device] = Field(min_length=1)
     journal: JournalConfig = JournalConfig()
     simulation: SimulationConfig | None = None
+    safety: SafetyConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> BenchConfig:
