@@ -20,7 +20,9 @@ def check_serial_port(path: str) -> None:
     except serial.SerialException as exc:
         text = str(exc)
         if "lock" in text.lower() or "busy" in text.lower():
-            raise ConnectError(f"serial port {path} is in use by another program; stop it or pick another port") from exc
+            raise ConnectError(
+                f"serial port {path} is in use by another program; stop it or pick another port"
+            ) from exc
         if "ermission" in text:
             raise ConnectError(
                 f"no permission to open serial port {path}; add your user to the dialout group"

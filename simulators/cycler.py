@@ -41,7 +41,7 @@ from enum import IntEnum
 
 from daq.channels import CyclerMode
 from daq.clock import Clock
-from simulators.faults import CommFaults, Countdown
+from simulators.faults import Countdown
 from simulators.models.pack import PackModel, SimPack
 
 
@@ -138,7 +138,6 @@ class SimCycler:
         self.control_step_s = float(control_step_s)
         self.settings = CyclerSettings()
         self.readings = CyclerReadings()
-        self.comm_faults = CommFaults()  # for the protocol endpoint
         self._output_on = False
         self._contactor_closed = contactor_closed
         self._alarm = CyclerAlarm.NONE
@@ -208,15 +207,9 @@ class SimCycler:
         self._sync()
         self._frozen = True
 
-    def hang(self) -> None:
-        """``freeze`` and stop answering on the wire (``comm_faults.hang``)."""
-        self.freeze()
-        self.comm_faults.hang = True
-
     def unfreeze(self) -> None:
         self._sync()
         self._frozen = False
-        self.comm_faults.hang = False
         self._watchdog_kick_s = self._pack.t_s  # the firmware restarts its timer
         self._measure(self._pack.model)
 

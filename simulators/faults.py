@@ -1,11 +1,9 @@
 """Fault plans shared by the simulators (plain data, no I/O, no clock of their own).
 
-Three shapes cover what a test wants to break:
+Two shapes cover (wire faults live with the protocol servers: ``simulators.modbus_faults``) what a test wants to break:
 
 - ``Countdown``: "misbehave on the next N occasions" (ignore the next output-off command,
   drop the next 3 replies).
-- ``CommFaults``: what a simulated device's protocol endpoint does wrong on the wire; the
-  TCP / pseudo-terminal servers consult it per request.
 - ``FaultPlan``: faults that start (or stop) at a simulated time, e.g. "at t = 600 s cell 3
   starts heating at 1 degC/s". Whoever owns simulated time (``SimPack``) applies them exactly
   at their time, so results do not depend on how often somebody polls.
@@ -16,7 +14,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
@@ -40,27 +38,6 @@ class Countdown:
     @property
     def armed(self) -> bool:
         return self.remaining > 0
-
-
-@dataclass(slots=True)
-class CommFaults:
-    """Wire-level faults of one simulated device endpoint.
-
-    hang: requests are read but never answered (a crashed firmware or unplugged cable).
-    drop_replies / corrupt_replies: the next N replies are withheld / sent with a bad checksum.
-    reply_delay_s: real seconds to wait before each reply (a slow device; wire time is real).
-    """
-
-    hang: bool = False
-    drop_replies: Countdown = field(default_factory=Countdown)
-    corrupt_replies: Countdown = field(default_factory=Countdown)
-    reply_delay_s: float = 0.0
-
-    def clear(self) -> None:
-        self.hang = False
-        self.drop_replies.arm(0)
-        self.corrupt_replies.arm(0)
-        self.reply_delay_s = 0.0
 
 
 @dataclass(frozen=True, slots=True)

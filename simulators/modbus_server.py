@@ -194,7 +194,7 @@ class ServerStats:
     replies: int = 0  # replies handed to the transport (faulty ones included)
     refused: int = 0  # malformed requests answered with an exception
     frame_errors: int = 0  # garbage, bad CRC or bad MBAP header seen on the wire
-    ignored: int = 0  # requests for unit ids we do not have (RTU) and broadcasts
+    ignored: int = 0  # requests for unit ids we do not have, and RTU broadcasts
     connections: int = 0  # TCP connections accepted so far
 
 
@@ -202,7 +202,6 @@ class ServerStats:
 class _Reply:
     data: bytes = b""
     delay_s: float = 0.0
-    request_size: int = 0  # bytes of the request on the wire, for serial pacing
     drop_connection: bool = False
 
 
@@ -274,10 +273,7 @@ class _Dispatcher:
         else:
             self.stats.requests += 1
             response = execute(unit, request)
-        reply = self._encode(response, unit_id, transaction_id, plan)
-        if request is not None and self.framing == "rtu":
-            reply = _Reply(reply.data, reply.delay_s, len(request.encode()) + 3)
-        return reply
+        return self._encode(response, unit_id, transaction_id, plan)
 
     def _encode(self, response: Response, unit_id: int, transaction_id: int, plan: FaultPlan = NO_FAULT) -> _Reply:
         pdu = response.encode()
@@ -323,8 +319,9 @@ class _Session:
                 continue
             if self._char_s:
                 # A pty is instant: wait as long as the request and reply would take on the line.
-                wire_s = (reply.request_size + len(reply.data)) * self._char_s + self._gap_s
-                reply = _Reply(reply.data, reply.delay_s + wire_s, reply.request_size, reply.drop_connection)
+                request_size = item.wire_size if isinstance(item, Frame) else 0
+                wire_s = (request_size + len(reply.data)) * self._char_s + self._gap_s
+                reply = _Reply(reply.data, reply.delay_s + wire_s, reply.drop_connection)
             if self._worker is None and reply.delay_s <= 0:
                 self._deliver(reply)
             else:
@@ -380,7 +377,11 @@ def _server_parts(
     for unit_id in units:
         if not 1 <= unit_id <= 247:
             raise ValueError(f"unit id {unit_id} not in 1..247")
-    return faults or ModbusFaults(), dict(unit_faults or {}), ServerStats()
+    return (
+        faults if faults is not None else ModbusFaults(),
+        unit_faults if unit_faults is not None else {},  # kept, not copied: callers may add units later
+        ServerStats(),
+    )
 
 
 # ------------------------------------------------------------------------------------- servers

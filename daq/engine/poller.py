@@ -180,9 +180,9 @@ class DevicePoller:
             stats.last_error = message
             stats.connected = False
             return False
-        if stats.reconnects or stats.polls:
-            log.info("%s: connected", self.name)
-        stats.reconnects += 1 if stats.polls else 0
+        if stats.polls:  # a reconnect, not the first connect
+            log.info("%s: connected again", self.name)
+            stats.reconnects += 1
         stats.connected = True
         self._needs_connect = False
         self._timeout_streak = 0

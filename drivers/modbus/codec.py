@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar, Literal
 
@@ -546,6 +546,7 @@ class Frame:
     unit_id: int
     message: Message
     transaction_id: int = 0
+    wire_size: int = field(default=0, compare=False)  # bytes it took on the wire, header included
 
 
 def tcp_frame(transaction_id: int, unit_id: int, pdu: bytes) -> bytes:
@@ -609,13 +610,13 @@ class TcpFrameDecoder:
                 out.append(FrameError(f"bad MBAP header (protocol id {protocol_id}, length {length}): stream lost"))
                 pos = available
                 break
-            end = pos + 6 + length
+            start, end = pos, pos + 6 + length
             if end > available:
                 break
-            pdu = bytes(buffer[pos + MBAP_SIZE : end])
+            pdu = bytes(buffer[start + MBAP_SIZE : end])
             pos = end
             try:
-                out.append(Frame(unit_id, self._decode(pdu), transaction_id))
+                out.append(Frame(unit_id, self._decode(pdu), transaction_id, end - start))
             except PduError as exc:
                 exc.unit_id, exc.transaction_id = unit_id, transaction_id
                 out.append(exc)
@@ -745,8 +746,8 @@ class RtuFrameDecoder:
         pdu = frame[1:-2]
         try:
             if self._requests:
-                return Frame(unit_id, decode_request(pdu))
-            return Frame(unit_id, decode_response(pdu))
+                return Frame(unit_id, decode_request(pdu), 0, len(frame))
+            return Frame(unit_id, decode_response(pdu), 0, len(frame))
         except PduError as exc:
             exc.unit_id = unit_id
             return exc

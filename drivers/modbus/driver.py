@@ -140,6 +140,17 @@ class ModbusLink:
             self._client.close()
             self._client = None
 
+    @property
+    def is_rtu(self) -> bool:
+        return isinstance(self.endpoint, SerialEndpoint) or self.endpoint.framing == "rtu"
+
+    async def _quiet_after_timeout(self) -> None:
+        """RTU frames carry no transaction id: a reply arriving late would be taken as the answer to
+        the next request. Keep the bus quiet a little longer (still holding the arbiter) so it lands
+        before the next request resets the receive buffer."""
+        if self.is_rtu:
+            await asyncio.sleep(min(0.1, self.endpoint.timeout_s / 2))
+
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Send one request under the arbiter lock and return the response PDU."""
         if not self.connected:
@@ -155,9 +166,11 @@ class ModbusLink:
             except ModbusIOException as exc:
                 text = str(exc)
                 if "timeout" in text.lower() or "no response" in text.lower():
+                    await self._quiet_after_timeout()
                     raise ResponseTimeoutError(f"{self.label}: no answer within {self.endpoint.timeout_s} s") from exc
                 raise ProtocolError(f"{self.label}: {text}") from exc
             except TimeoutError as exc:
+                await self._quiet_after_timeout()
                 raise ResponseTimeoutError(f"{self.label}: no answer within {self.endpoint.timeout_s} s") from exc
             except ModbusException as exc:
                 raise ProtocolError(f"{self.label}: {exc}") from exc
@@ -220,15 +233,13 @@ class ModbusDriver:
         self.unit_id = unit_id
         self.blocks: list[ReadBlock] = plan_reads(regmap.polled, max_count=max_registers_per_read, max_gap=max_gap)
         self.schema = DeviceSchema(name, kind, plan_channels(self.blocks))
+        # One decoder and one slice of the record per block, in plan order.
         self._decoders = []
-        index = 0
-        for block in self.blocks:
-            self._decoders.append(compile_block_decoder(block, index))
-            index += sum(1 + len(r.bits) for r in block.registers)
-        self._block_slices = []
+        self._block_slices: list[tuple[int, int]] = []
         start = 0
         for block in self.blocks:
             n = sum(1 + len(r.bits) for r in block.registers)
+            self._decoders.append(compile_block_decoder(block, start))
             self._block_slices.append((start, start + n))
             start += n
         self.info: dict[str, str | float] = {}

@@ -522,3 +522,32 @@ def test_execute_maps_refusals_to_exception_responses() -> None:
     assert execute(unit, ReadRequest(FunctionCode.READ_INPUT_REGISTERS, 49, 1)) == ReadRegistersResponse(
         FunctionCode.READ_INPUT_REGISTERS, (1049,)
     )
+
+
+async def test_stopping_with_a_delayed_reply_pending_leaves_nothing_running() -> None:
+    server = ModbusTcpServer({1: make_unit()}, faults=ModbusFaults(reply_delay_s=60))
+    await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(encode_tcp(READ_0_3, unit_id=1, transaction_id=1))
+        await wait_until(lambda: server.stats.requests == 1)
+        await server.stop()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed, the reply never sent
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_stopping_the_pty_bus_with_a_delayed_reply_pending() -> None:
+    server = ModbusRtuPtyServer({1: make_unit()}, faults=ModbusFaults(reply_delay_s=60))
+    await server.start()
+    client = AsyncModbusSerialClient(server.port_path, timeout=0.2, retries=0)
+    assert await client.connect()
+    try:
+        with pytest.raises(ModbusIOException):
+            await client.read_holding_registers(0, count=1, device_id=1)
+        assert server.stats.requests == 1
+    finally:
+        client.close()
+        await server.stop()

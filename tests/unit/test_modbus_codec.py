@@ -300,6 +300,7 @@ def test_tcp_decoder_reassembles_frames_fed_one_byte_at_a_time() -> None:
     decoder = TcpFrameDecoder(expect="requests")
     items = [item for i in range(len(stream)) for item in decoder.feed(stream[i : i + 1])]
     assert items == [Frame(1, r, i) for i, r in enumerate(REQUESTS)]
+    assert [f.wire_size for f in items] == [len(encode_tcp(r, unit_id=1, transaction_id=0)) for r in REQUESTS]  # type: ignore[union-attr]
     assert decoder.buffered == 0
 
 
@@ -319,6 +320,7 @@ def test_rtu_decoder_reassembles_frames_fed_one_byte_at_a_time() -> None:
     decoder = RtuFrameDecoder(expect="responses")
     items = [item for i in range(len(stream)) for item in decoder.feed(stream[i : i + 1])]
     assert items == [Frame(5, r) for r in RESPONSES]
+    assert [f.wire_size for f in items] == [len(encode_rtu(r, unit_id=5)) for r in RESPONSES]  # type: ignore[union-attr]
     assert decoder.buffered == 0
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from daq.clock import ManualClock
-from simulators.faults import CommFaults, Countdown, FaultPlan
+from simulators.faults import Countdown, FaultPlan
 from simulators.models.cells import LFP_A123, NMC_KOKAM_27AH, Chemistry, cell_table
 from simulators.models.pack import (
     NO_SPREAD,
@@ -347,13 +347,10 @@ def test_fault_plan_orders_faults_and_applies_each_once() -> None:
     assert fired == ["early", "early too", "late"] and plan.next_at_s == math.inf
 
 
-def test_countdown_and_comm_faults() -> None:
-    faults = CommFaults()
-    faults.drop_replies.arm(2)
-    assert [faults.drop_replies.take() for _ in range(3)] == [True, True, False]
-    faults.hang, faults.reply_delay_s = True, 0.5
-    faults.corrupt_replies.arm(1)
-    faults.clear()
-    assert (faults.hang, faults.reply_delay_s, faults.corrupt_replies.armed) == (False, 0.0, False)
+def test_countdown() -> None:
+    countdown = Countdown()
+    countdown.arm(2)
+    assert [countdown.take() for _ in range(3)] == [True, True, False]
+    assert not countdown.armed
     with pytest.raises(ValueError, match="must be >= 0"):
         Countdown().arm(-1)

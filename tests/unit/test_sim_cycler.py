@@ -448,13 +448,6 @@ def test_frozen_cycler_keeps_its_current_and_stale_readings(bench: Bench) -> Non
     assert bench.read("current_a") == 0.0
 
 
-def test_hang_also_flags_the_endpoint(bench: Bench) -> None:
-    bench.cycler.hang()
-    assert bench.cycler.frozen and bench.cycler.comm_faults.hang
-    bench.cycler.unfreeze()
-    assert not bench.cycler.frozen and not bench.cycler.comm_faults.hang
-
-
 def test_pack_faults_reach_the_cycler_limits(bench: Bench) -> None:
     bench.set(limit_max_temperature_c=40.0, mode_setpoint=CyclerMode.REST, output_enable=1)
     bench.pack.model.set_cell_heating(3, 1.0)
