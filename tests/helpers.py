@@ -23,8 +23,9 @@ async def wait_until(predicate: Callable[[], bool], *, timeout: float = 20.0, wh
         await asyncio.sleep(0.01)
 
 
-async def wait_for_value(fn: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool], *,
-                         timeout: float = 20.0, what: str = "value") -> Any:
+async def wait_for_value(
+    fn: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool], *, timeout: float = 20.0, what: str = "value"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = await fn()
@@ -35,8 +36,16 @@ async def wait_for_value(fn: Callable[[], Awaitable[Any]], predicate: Callable[[
         await asyncio.sleep(0.01)
 
 
-def sim_bench(tmp_path: Path, *, cyclers: int = 1, time_scale: float = 1.0, poll_period_s: float = 0.1,
-              watchdog_timeout_s: float = 0, extra_device: dict | None = None, **pack: Any) -> Path:
+def sim_bench(
+    tmp_path: Path,
+    *,
+    cyclers: int = 1,
+    time_scale: float = 1.0,
+    poll_period_s: float = 0.1,
+    watchdog_timeout_s: float = 0,
+    extra_device: dict | None = None,
+    **pack: Any,
+) -> Path:
     """Write a bench file with ``cyclers`` simulated cyclers on free ports; return its path."""
     sims = [{"kind": "cycler", "name": f"sim-{k}", "port": 0} for k in range(cyclers)]
     devices = [
@@ -57,8 +66,11 @@ def sim_bench(tmp_path: Path, *, cyclers: int = 1, time_scale: float = 1.0, poll
     cfg = {
         "bench": {"id": "testbench"},
         "journal": {"path": str(tmp_path / "journal.sqlite"), "commit_interval_s": 0.1},
-        "simulation": {"time_scale": time_scale, "pack": {"series_cells": 14, "capacity_ah": 27, **pack},
-                       "simulators": sims},
+        "simulation": {
+            "time_scale": time_scale,
+            "pack": {"series_cells": 14, "capacity_ah": 27, **pack},
+            "simulators": sims,
+        },
         "devices": devices,
     }
     path = tmp_path / "bench.yaml"

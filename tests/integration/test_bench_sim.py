@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -40,7 +41,7 @@ async def test_bench_records_every_channel_at_rate(tmp_path: Path) -> None:
     v = records[-1].get("voltage_v")
     assert 14 * 3.5 < v < 14 * 4.2
     # Period on simulated time: 1.0 s between consecutive poll starts, no drift
-    gaps = [(b.t_ns - a.t_ns) / 1e9 for a, b in zip(records, records[1:], strict=False)]
+    gaps = [(b.t_ns - a.t_ns) / 1e9 for a, b in itertools.pairwise(records)]
     assert sum(gaps) / len(gaps) == pytest.approx(1.0, rel=0.05)
 
 
@@ -95,9 +96,7 @@ async def test_modbus_exception_is_a_quality_not_a_crash(tmp_path: Path) -> None
         assert bench.simulation is not None
         await wait_until(lambda: "cycler-0" in bench.latest, what="first poll")
         bench.simulation.faults["sim-0"].exception_next = 1
-        await wait_until(
-            lambda: Quality.DEVICE_EXCEPTION in bench.latest["cycler-0"].quality, what="exception quality"
-        )
+        await wait_until(lambda: Quality.DEVICE_EXCEPTION in bench.latest["cycler-0"].quality, what="exception quality")
         rec = bench.latest["cycler-0"]
         # only the block that got the exception is marked; the rest of the record is good
         assert Quality.GOOD in rec.quality
@@ -117,8 +116,10 @@ async def test_reconnects_after_simulator_restart(tmp_path: Path) -> None:
         port = server.port
         await server.stop()
         await wait_until(
-            lambda: Quality.COMM_LOST in bench.latest["cycler-0"].quality
-            or Quality.TIMEOUT in bench.latest["cycler-0"].quality,
+            lambda: (
+                Quality.COMM_LOST in bench.latest["cycler-0"].quality
+                or Quality.TIMEOUT in bench.latest["cycler-0"].quality
+            ),
             what="link loss seen",
         )
         server.port = port

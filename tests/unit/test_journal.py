@@ -92,6 +92,6 @@ def test_events_are_journaled(tmp_path: Path) -> None:
 def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "j.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(JournalError, match="not a readable SQLite database|cannot open journal"):
+    with pytest.raises(JournalError, match=r"not a readable SQLite database|cannot open journal"):
         Journal(bad).open()
     assert sqlite3.sqlite_version

@@ -56,8 +56,14 @@ CASES = [
 @pytest.mark.parametrize(("vtype", "fmt", "value"), CASES)
 def test_decode_every_type_and_order(vtype: str, fmt: str, value: float, word_order: str, byte_order: str) -> None:
     rm = regmap(
-        {"name": "x", "table": "holding", "address": 10, "type": vtype, "word_order": word_order,
-         "byte_order": byte_order}
+        {
+            "name": "x",
+            "table": "holding",
+            "address": 10,
+            "type": vtype,
+            "word_order": word_order,
+            "byte_order": byte_order,
+        }
     )
     reg = rm.by_name["x"]
     words = words_of(fmt, value, word_order=word_order, byte_order=byte_order)
@@ -73,8 +79,18 @@ def test_decode_every_type_and_order(vtype: str, fmt: str, value: float, word_or
 
 
 def test_scale_offset_and_discharge_positive_sign() -> None:
-    rm = regmap({"name": "current_a", "table": "input", "address": 0, "type": "i32", "scale": 0.001,
-                 "offset": 0.5, "sign": "discharge_positive", "unit": "A"})
+    rm = regmap(
+        {
+            "name": "current_a",
+            "table": "input",
+            "address": 0,
+            "type": "i32",
+            "scale": 0.001,
+            "offset": 0.5,
+            "sign": "discharge_positive",
+            "unit": "A",
+        }
+    )
     reg = rm.by_name["current_a"]
     # device says +10.0 A discharge (raw 9500 with offset 0.5) -> we report -10.0 A (discharging)
     assert decode_value(reg, [0, 9500]) == pytest.approx(-10.0)
@@ -90,8 +106,10 @@ def test_bit_field_channels_follow_their_register() -> None:
 
 
 def test_invalid_sentinel_marks_out_of_range() -> None:
-    rm = regmap({"name": "t_c", "table": "input", "address": 0, "type": "i16", "scale": 0.1, "invalid": [-32768]},
-                {"name": "v", "table": "input", "address": 1, "type": "u16"})
+    rm = regmap(
+        {"name": "t_c", "table": "input", "address": 0, "type": "i16", "scale": 0.1, "invalid": [-32768]},
+        {"name": "v", "table": "input", "address": 1, "type": "u16"},
+    )
     (block,) = plan_reads(rm.polled)
     values, quality = [0.0, 0.0], bytearray(2)
     compile_block_decoder(block, 0)([0x8000, 7], values, quality)
@@ -126,8 +144,18 @@ def test_value_longer_than_max_count_is_a_config_error() -> None:
 
 
 def test_write_outside_range_is_refused_before_sending() -> None:
-    rm = regmap({"name": "i_set", "table": "holding", "address": 0, "type": "i32", "scale": 0.001,
-                 "writable": True, "range": [-300, 300], "unit": "A"})
+    rm = regmap(
+        {
+            "name": "i_set",
+            "table": "holding",
+            "address": 0,
+            "type": "i32",
+            "scale": 0.001,
+            "writable": True,
+            "range": [-300, 300],
+            "unit": "A",
+        }
+    )
     reg = rm.by_name["i_set"]
     assert reg.encode(-12.5) == encode_raw(reg, -12.5)
     with pytest.raises(SetpointRangeError, match=r"i_set=301 A is outside the allowed range \[-300, 300\]"):
@@ -139,12 +167,19 @@ def test_write_outside_range_is_refused_before_sending() -> None:
 @pytest.mark.parametrize(
     ("regs", "message"),
     [
-        ([{"name": "a", "table": "holding", "address": 0, "type": "u32"},
-          {"name": "b", "table": "holding", "address": 1, "type": "u16"}], "overlap"),
+        (
+            [
+                {"name": "a", "table": "holding", "address": 0, "type": "u32"},
+                {"name": "b", "table": "holding", "address": 1, "type": "u16"},
+            ],
+            "overlap",
+        ),
         ([{"name": "a", "table": "holding", "address": 65535, "type": "u32"}], "runs past 65535"),
         ([{"name": "a", "table": "holding", "address": 0, "type": "u16", "writable": True}], "needs range"),
-        ([{"name": "a", "table": "input", "address": 0, "type": "u16", "writable": True, "range": [0, 1]}],
-         "read-only"),
+        (
+            [{"name": "a", "table": "input", "address": 0, "type": "u16", "writable": True, "range": [0, 1]}],
+            "read-only",
+        ),
         ([{"name": "a", "table": "coil", "address": 0, "type": "u16"}], "use type: bit"),
         ([{"name": "a", "table": "holding", "address": 0, "type": "u16", "bits": {"x": 16}}], "outside the 16-bit"),
         ([{"name": "a", "table": "holding", "address": 0, "type": "u16", "colour": "red"}], "Extra inputs"),
