@@ -24,6 +24,7 @@ from daq.engine.poller import DevicePoller
 from daq.errors import ConfigError
 from daq.journal import Journal
 from daq.records import Record
+from daq.status import StatusReporter
 from drivers.modbus.driver import Endpoint, ModbusDriver, ModbusLink, SerialEndpoint, TcpEndpoint
 from drivers.serial_port import check_serial_port
 
@@ -66,6 +67,9 @@ class Bench:
         self._tasks: list[asyncio.Task[None]] = []
         self.records_seen = 0
         self._run_open = False
+        # name -> callable returning a JSON-able dict; merged into the status snapshot (daq status)
+        self.status_providers: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.last_status: dict[str, Any] = {}
 
     @property
     def bench_id(self) -> str:
@@ -183,6 +187,7 @@ class Bench:
         self._run_open = True
         for name, poller in self.pollers.items():
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{name}"))
+        self._tasks.append(asyncio.create_task(StatusReporter(self).run(), name="status"))
         for dev in self.loaded.config.devices:
             if dev.name in self.cyclers and dev.watchdog_timeout_s > 0:
                 ctl = self.cyclers[dev.name]

@@ -254,6 +254,10 @@ class Journal:
                 (run_id, key, json.dumps(value)),
             )
 
+    def queue_run_value(self, run_id: str, key: str, value: Any) -> None:
+        """Like ``set_run_value`` but never blocks: committed with the next batch of records."""
+        self._queue.put(("k", (run_id, key, json.dumps(value, default=str))))
+
     # -- hot path ------------------------------------------------------------------------------
     def append(self, record: Record) -> None:
         """Queue one record for the next commit. Never blocks, never drops."""
@@ -314,6 +318,7 @@ class Journal:
         # Rows survive a failed commit (disk full, I/O error) and are retried with the next one.
         rows: list[tuple[int, int, int, int, bytes, bytes]] = []
         events: list[tuple[str, int, str, str]] = []
+        values: dict[tuple[str, str], str] = {}  # latest wins
         while not stop:
             deadline = time.monotonic() + self.commit_interval_s
             flushes: list[threading.Event] = []
@@ -349,11 +354,14 @@ class Journal:
                     )
                 elif tag == "e":
                     events.append(payload)
+                elif tag == "k":
+                    run_id, key, text = payload
+                    values[(run_id, key)] = text
                 else:
                     flushes.append(payload)
                     break
-            if (rows or events) and self._commit(conn, rows, events):
-                rows, events = [], []
+            if (rows or events or values) and self._commit(conn, rows, events, values):
+                rows, events, values = [], [], {}
             for done in flushes:
                 done.set()
 
@@ -362,6 +370,7 @@ class Journal:
         conn: sqlite3.Connection,
         rows: list[tuple[int, int, int, int, bytes, bytes]],
         events: list[tuple[str, int, str, str]],
+        values: dict[tuple[str, str], str],
     ) -> bool:
         try:
             with self._lock:
@@ -373,6 +382,11 @@ class Journal:
                     )
                 if events:
                     conn.executemany("INSERT INTO events (run_id, t_ns, kind, data) VALUES (?, ?, ?, ?)", events)
+                if values:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO kv (run_id, key, value) VALUES (?, ?, ?)",
+                        [(r, k, v) for (r, k), v in values.items()],
+                    )
                 conn.execute("COMMIT")
                 last = conn.execute("SELECT COALESCE(MAX(seq),0) FROM records").fetchone()[0]
                 last_ev = conn.execute("SELECT COALESCE(MAX(seq),0) FROM events").fetchone()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 from pathlib import Path
@@ -152,3 +153,28 @@ async def test_watchdog_turns_output_off_when_refresh_stops(tmp_path: Path) -> N
         assert bench.latest["cycler-0"].get("current_a") == 0.0 or math.isnan(bench.latest["cycler-0"].get("current_a"))
     finally:
         await bench.stop()
+
+
+async def test_status_of_a_running_bench_from_another_process(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    bench = Bench(load_bench(sim_bench(tmp_path, poll_period_s=0.05)))
+    await bench.start()
+    try:
+        await wait_until(lambda: bench.records_seen > 20 and bench.last_status.get("records", 0) > 0, what="status")
+        bench.journal.flush()
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "daq.cli.main", "status", "--json", "--journal", str(tmp_path / "journal.sqlite")],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        await bench.stop()
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["run_id"] == bench.run_id
+    dev = status["devices"]["cycler-0"]
+    assert dev["polls"] > 0 and dev["quality"] == "good" and dev["timeouts"] == 0

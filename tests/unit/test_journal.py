@@ -95,3 +95,14 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match=r"not a readable SQLite database|cannot open journal"):
         Journal(bad).open()
     assert sqlite3.sqlite_version
+
+
+def test_queued_run_values_are_committed_with_the_next_batch(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.queue_run_value("r1", "status", {"records": 1})
+        journal.queue_run_value("r1", "status", {"records": 2})  # latest wins
+        journal.set_run_value("r1", "summary", [1, 2])
+    with JournalReader(tmp_path / "j.sqlite") as reader:
+        assert reader.run_value("r1", "status") == {"records": 2}
+        assert reader.run_value("r1", "summary") == [1, 2]
+        assert reader.run_value("r1", "missing", "dflt") == "dflt"

@@ -1,0 +1,70 @@
+"""Self-metrics of a running bench: one JSON-able snapshot, refreshed every few seconds.
+
+The bench stores the snapshot in its journal (``status`` of the run) so ``daq status`` can show it
+from another terminal, and the MQTT sink publishes it. Parts of the system add their own section
+through ``bench.status_providers`` (sinks, safety, runner) without this module knowing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from daq.records import Quality
+
+if TYPE_CHECKING:
+    from daq.bench import Bench
+
+log = logging.getLogger(__name__)
+
+STATUS_KEY = "status"
+
+
+class StatusReporter:
+    def __init__(self, bench: Bench, *, period_s: float = 2.0) -> None:
+        self.bench = bench
+        self.period_s = period_s
+        self._last_polls: dict[str, tuple[float, int]] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        bench = self.bench
+        now = time.monotonic()
+        devices: dict[str, Any] = {}
+        for name, poller in bench.pollers.items():
+            s = poller.stats
+            t_prev, polls_prev = self._last_polls.get(name, (now, s.polls))
+            elapsed = now - t_prev
+            rate = (s.polls - polls_prev) / elapsed if elapsed > 0 else 0.0
+            self._last_polls[name] = (now, s.polls)
+            latest = bench.latest.get(name)
+            devices[name] = {
+                **s.as_dict(),
+                "poll_rate_hz": round(rate, 3),
+                "period_s": poller.period_s,
+                "quality": Quality(max(latest.quality)).label if latest and latest.quality else "none",
+            }
+        status: dict[str, Any] = {
+            "bench": bench.bench_id,
+            "run_id": bench.run_id,
+            "updated_unix_s": time.time(),
+            "bench_time_ns": bench.clock.wall_ns(),
+            "time_scale": bench.clock.time_scale,
+            "records": bench.records_seen,
+            "journal": {"path": str(bench.journal.path), "error": bench.journal.error},
+            "devices": devices,
+        }
+        for section, provider in bench.status_providers.items():
+            try:
+                status[section] = provider()
+            except Exception as exc:  # a broken provider must not hide the rest of the status
+                status[section] = {"error": str(exc)}
+        return status
+
+    async def run(self) -> None:
+        while True:
+            snap = self.snapshot()
+            self.bench.last_status = snap
+            self.bench.journal.queue_run_value(self.bench.run_id, STATUS_KEY, snap)
+            await asyncio.sleep(self.period_s)
