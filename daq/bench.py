@@ -66,6 +66,7 @@ class Bench:
         self._links: dict[Endpoint, ModbusLink] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.records_seen = 0
+        self.started_ns = 0
         self._run_open = False
         # name -> callable returning a JSON-able dict; merged into the status snapshot (daq status)
         self.status_providers: dict[str, Callable[[], dict[str, Any]]] = {}
@@ -185,6 +186,7 @@ class Bench:
             self.journal.add_devices(run_id, schemas)
             self.context.run_id = run_id
         self._run_open = True
+        self.started_ns = self.clock.wall_ns()
         for name, poller in self.pollers.items():
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{name}"))
         self._tasks.append(asyncio.create_task(StatusReporter(self).run(), name="status"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from daq.bench import Bench
+from daq.channels import CELL_VOLTAGE_RE, CyclerMode
 from daq.records import Quality, Record
 
 # Channels worth a glance, in display order; a BMS's cells are summarised as min/max/spread.
@@ -26,6 +28,10 @@ HEADLINE = (
     "mode",
     "output_on",
 )
+
+
+MODE_NAMES = {m.value: m.name for m in CyclerMode}
+CELL_TEMP_RE = re.compile(r"^temp\d+_c$")
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -44,11 +50,14 @@ def _device_rows(rec: Record) -> list[tuple[str, str]]:
         i = schema.index.get(name)
         if i is not None:
             val = rec.values[i] if rec.quality[i] == 0 else math.nan
-            rows.append((name, _fmt(val, schema.channels[i].unit)))
+            if name == "mode" and not math.isnan(val) and int(val) in MODE_NAMES:
+                rows.append((name, MODE_NAMES[int(val)]))
+            else:
+                rows.append((name, _fmt(val, schema.channels[i].unit)))
     cells = [
         rec.values[i]
         for i, c in enumerate(schema.channels)
-        if c.name.startswith("cell") and c.name.endswith("_v") and rec.quality[i] == 0
+        if CELL_VOLTAGE_RE.match(c.name) and rec.quality[i] == 0
     ]
     if cells:
         rows.append(
@@ -60,7 +69,7 @@ def _device_rows(rec: Record) -> list[tuple[str, str]]:
     temps = [
         rec.values[i]
         for i, c in enumerate(schema.channels)
-        if c.name.startswith("temp") and c.name.endswith("_c") and rec.quality[i] == 0
+        if CELL_TEMP_RE.match(c.name) and rec.quality[i] == 0
     ]
     if temps:
         rows.append(("temps", f"{min(temps):.1f}–{max(temps):.1f} °C"))
@@ -68,7 +77,10 @@ def _device_rows(rec: Record) -> list[tuple[str, str]]:
 
 
 def render(bench: Bench, extra: Callable[[], list[str]] | None = None) -> Group:
-    table = Table(title=f"bench {bench.bench_id} · run {bench.run_id}", expand=False)
+    elapsed_s = (bench.clock.wall_ns() - bench.started_ns) / 1e9 if bench.started_ns else 0.0
+    scale = f" · time ×{bench.clock.time_scale:g}" if bench.clock.time_scale != 1 else ""
+    title = f"bench {bench.bench_id} · run {bench.run_id} · {_hms(elapsed_s)} bench time{scale}"
+    table = Table(title=title, expand=False)
     table.add_column("device")
     table.add_column("status")
     table.add_column("channel")
@@ -94,6 +106,12 @@ def render(bench: Bench, extra: Callable[[], list[str]] | None = None) -> Group:
         table.add_section()
     lines = [Text(line) for line in (extra() if extra else [])]
     return Group(table, *lines)
+
+
+def _hms(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
 
 
 def progress_line(bench: Bench) -> str:
