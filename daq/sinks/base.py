@@ -198,7 +198,7 @@ class JournalFeed:
         self.idle_poll_s = idle_poll_s
         self.reader: JournalReader | None = None
         self._inflight: concurrent.futures.Future[Any] | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-feed")
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def open(self) -> JournalReader:
         if self.reader is None:
@@ -207,6 +207,8 @@ class JournalFeed:
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in this feed's worker thread (sequential, so the reader is never shared)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-feed")
         fut = self._executor.submit(fn, *args)
         self._inflight = fut
         return await asyncio.wrap_future(fut)
@@ -228,7 +230,10 @@ class JournalFeed:
         """Close the reader once any call still running in the worker has finished."""
         if self._inflight is not None:
             concurrent.futures.wait([self._inflight], timeout=30)
-        self._executor.shutdown(wait=True)
+            self._inflight = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         if self.reader is not None:
             self.reader.close()
             self.reader = None

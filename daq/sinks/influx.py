@@ -124,6 +124,8 @@ class InfluxSink:
         self._metrics = SinkMetrics(name=config.name, kind=self.kind, target=self.target)
         self._errors = ErrorReporter(self._metrics, log, self._clock)
         self._rate = RateMeter()
+        # (seq, t_ns) of records read but not yet acknowledged, oldest first: the backlog's age
+        self._pending: deque[tuple[int, int]] = deque()
         self._prepared = False
 
     @staticmethod
@@ -150,9 +152,7 @@ class InfluxSink:
                 try:
                     await self._prepare()
                     async with InfluxWriter(**self._writer_args) as writer:
-                        while True:
-                            items = await self._collect()
-                            await self._deliver(writer, items)
+                        await self._forward(writer)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -161,6 +161,7 @@ class InfluxSink:
                 await asyncio.sleep(self._backoff.next_delay())
         finally:
             self._feed.close()
+            self._prepared = False  # a later run() reopens the journal and reloads the cursors
 
     # -- journal side ----------------------------------------------------------------------------
 
@@ -204,13 +205,27 @@ class InfluxSink:
             newest,
         )
 
-    async def _collect(self) -> list[_Item]:
-        """The next batch: full, or as much as arrived until the oldest waited ``flush_interval_s``."""
+    async def _forward(self, writer: InfluxWriter) -> None:
+        """Deliver batch after batch; the next batch is read and encoded while the current one is
+        on the wire (reading and encoding cost about as much as the database's answer)."""
+        m = self._metrics
+        self._pending.clear()
+        upcoming = asyncio.create_task(self._collect(m.cursor, m.event_cursor), name=f"sink:{self.name}:read")
+        try:
+            while True:
+                items, record_after, event_after = await upcoming
+                upcoming = asyncio.create_task(self._collect(record_after, event_after), name=f"sink:{self.name}:read")
+                await self._deliver(writer, items)
+        finally:
+            upcoming.cancel()
+            await asyncio.wait([upcoming])
+
+    async def _collect(self, record_after: int, event_after: int) -> tuple[list[_Item], int, int]:
+        """The batch after the given seqs: full, or what arrived until the first waited ``flush_interval_s``."""
         cfg = self.config
         m = self._metrics
         loop = asyncio.get_running_loop()
         items: list[_Item] = []
-        record_after, event_after = m.cursor, m.event_cursor
         deadline: float | None = None
         while True:
             chunk, record_after, event_after, newest = await self._feed.call(
@@ -218,24 +233,22 @@ class InfluxSink:
             )
             m.journal_seq = max(m.journal_seq, newest)
             items += chunk
+            self._pending.extend((i.seq, i.t_ns) for i in chunk if i.stream == RECORD)
+            if m.oldest_pending_t_ns is None and self._pending:
+                m.oldest_pending_t_ns = self._pending[0][1]
             if len(items) >= cfg.batch_max_records:
                 break
             now = loop.time()
             if items:
-                if m.oldest_pending_t_ns is None:
-                    m.oldest_pending_t_ns = next((i.t_ns for i in items if i.stream == RECORD), None)
                 if deadline is None:
                     deadline = now + cfg.flush_interval_s
                 if now >= deadline:
                     break
                 timeout = deadline - now
             else:
-                m.oldest_pending_t_ns = None
                 timeout = self._feed.idle_poll_s
             await self._feed.wait_for_records(record_after, min(timeout, self._feed.idle_poll_s))
-        if m.oldest_pending_t_ns is None:
-            m.oldest_pending_t_ns = next((i.t_ns for i in items if i.stream == RECORD), None)
-        return items
+        return items, record_after, event_after
 
     def _body(self, items: list[_Item]) -> bytes | None:
         """Worker thread: the request body for ``items`` (None if none of them has a line)."""
@@ -269,7 +282,7 @@ class InfluxSink:
             )
             if result.ok:
                 pending.popleft()
-                await self._acknowledge(chunk, delivered=True, next_chunk=pending[0] if pending else None)
+                await self._acknowledge(chunk, delivered=True)
                 self._errors.recovered()
                 self._backoff.reset()
             elif result.outcome in (Outcome.TOO_LARGE, Outcome.REJECTED) and len(chunk) > 1:
@@ -282,12 +295,12 @@ class InfluxSink:
             elif result.outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
                 pending.popleft()
                 await self._reject(chunk[0], result)
-                await self._acknowledge(chunk, delivered=False, next_chunk=pending[0] if pending else None)
+                await self._acknowledge(chunk, delivered=False)
             else:
                 self._errors.failed(self._describe(result))
                 await asyncio.sleep(self._backoff.next_delay(at_least_s=result.retry_after_s))
 
-    async def _acknowledge(self, chunk: list[_Item], *, delivered: bool, next_chunk: list[_Item] | None) -> None:
+    async def _acknowledge(self, chunk: list[_Item], *, delivered: bool) -> None:
         record_seq = max((i.seq for i in chunk if i.stream == RECORD), default=None)
         event_seq = max((i.seq for i in chunk if i.stream == EVENT), default=None)
         await self._feed.call(self._acknowledge_sync, record_seq, event_seq)
@@ -302,8 +315,10 @@ class InfluxSink:
             m.delivered_events += len(chunk) - n_records
             m.last_delivery_at = iso_ns(self._clock.wall_ns())
             self._rate.add(n_records)
-        following = next((i.t_ns for i in next_chunk or () if i.stream == RECORD), None)
-        m.oldest_pending_t_ns = following
+        pending = self._pending
+        while pending and pending[0][0] <= m.cursor:
+            pending.popleft()
+        m.oldest_pending_t_ns = pending[0][1] if pending else None
 
     async def _reject(self, item: _Item, result: WriteResult) -> None:
         """Write the refusal down (log file, journal event, metrics) before the cursor passes it."""

@@ -9,6 +9,7 @@ classified into a ``WriteResult`` the sink acts on; nothing here retries or slee
 from __future__ import annotations
 
 import asyncio
+import base64
 import enum
 import json
 import ssl
@@ -97,7 +98,6 @@ class InfluxWriter:
         self.url = url
         self.api = api
         self._headers: dict[str, str] = {"Content-Type": "text/plain; charset=utf-8"}
-        self._auth: aiohttp.BasicAuth | None = None
         if api == "v2":
             self.endpoint = f"{url}/api/v2/write"
             self._params = {"bucket": bucket or "", "precision": "ns"}
@@ -112,7 +112,8 @@ class InfluxWriter:
                 self._params["rp"] = retention_policy
             if username is not None:
                 # Basic auth, not u=/p= query parameters: URLs end up in proxy and server logs.
-                self._auth = aiohttp.BasicAuth(username.reveal(), password.reveal() if password else "")
+                pair = f"{username.reveal()}:{password.reveal() if password else ''}".encode()
+                self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -139,7 +140,6 @@ class InfluxWriter:
                 params=self._params,
                 data=body,
                 headers=headers,
-                auth=self._auth,
                 allow_redirects=False,
             ) as resp:
                 answer = await resp.read()

@@ -142,6 +142,7 @@ class MqttSink:
                 await asyncio.sleep(self._backoff.next_delay())
         finally:
             self._feed.close()
+            self._prepared = False  # a later run() reopens the journal and reloads the cursors
 
     # -- journal side ----------------------------------------------------------------------------
 
@@ -176,14 +177,14 @@ class MqttSink:
             if newest > self._metrics.cursor and self._metrics.oldest_pending_t_ns is None:
                 self._metrics.oldest_pending_t_ns = await self._feed.call(reader.record_t_ns, self._metrics.cursor + 1)
 
-    def _read_records(self, after_seq: int, limit: int, replay_until: int) -> _RecordBatch | None:
+    def _read_records(self, after_seq: int, limit: int, replay_until: int) -> _RecordBatch:
         """Worker thread: read the next records and build their topics and payloads."""
         reader = self._feed.reader
         assert reader is not None
         records = reader.records_after(after_seq, limit)
         newest = reader.last_record_seq()
         if not records:
-            return _RecordBatch([], after_seq, 0, newest) if newest <= after_seq else None
+            return _RecordBatch([], after_seq, 0, newest)
         topics, payloads = self._topics, self._payloads
         messages = [
             (topics.device_data(r.schema.device), payloads.encode(r, historical=r.seq <= replay_until)) for r in records
@@ -287,13 +288,12 @@ class MqttSink:
                 await self._send_events(client, events)
                 progressed = True
             batch = await self._feed.call(self._read_records, m.cursor, cfg.batch_max_records, self._replay_until)
-            if batch is not None:
-                m.journal_seq = max(m.journal_seq, batch.newest_seq)
-                if batch.messages:
-                    await self._send_records(client, batch)
-                    progressed = True
-                else:
-                    m.oldest_pending_t_ns = None
+            m.journal_seq = max(m.journal_seq, batch.newest_seq)
+            if batch.messages:
+                await self._send_records(client, batch)
+                progressed = True
+            else:
+                m.oldest_pending_t_ns = None
             if not progressed:
                 await self._feed.wait_for_records(m.cursor, self._feed.idle_poll_s)
 
@@ -405,6 +405,9 @@ class MqttSink:
             return f"{where}: TLS handshake failed ({text}); is this port a TLS listener?"
         if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
             return f"cannot connect to {where}: connection refused (broker down or wrong port)"
+        if isinstance(exc, aiomqtt.MqttError) and text.startswith("Disconnected"):
+            cause = exc.__cause__
+            return f"{where}: connection lost{f' ({error_text(cause)})' if cause else ''}"
         if isinstance(exc, JournalError):
             return f"journal: {text}"
         if isinstance(exc, aiomqtt.MqttError) and "timed out" in text.lower():

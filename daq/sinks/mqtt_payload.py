@@ -193,36 +193,24 @@ def metrics_payload(bench_id: str, metrics: dict[str, Any], *, t_ns: int) -> byt
 
 # --- alarms ------------------------------------------------------------------------------------
 
-_RAISED = {"active", "raised", "set", "on", "tripped", "alarm", "warning"}
-_CLEARED = {"cleared", "clear", "inactive", "off", "ok", "reset", "normal"}
+# The safety monitor journals alarm state changes as ``alarm.<kind>`` events (daq.safety.events):
+# warnings are raised and cleared; trips are latched until an operator acknowledges them.
+_ALARM_STATES = {"alarm.raised": True, "alarm.tripped": True, "alarm.cleared": False, "alarm.acknowledged": False}
+_ALARM_KEY_FIELDS = ("device", "limit", "channel", "level")
 
 
 def alarm_transition(event: JournalEvent) -> tuple[str, bool] | None:
-    """(alarm key, now active?) if ``event`` raises or clears an alarm, else None.
+    """(alarm key, now active?) if ``event`` raises or ends an alarm, else None.
 
-    Convention: kind ``alarm`` with ``data.state`` (active/raised/... or cleared/ok/...), or kinds
-    ``alarm_raised`` / ``alarm_cleared``; the alarm is identified by ``data.id``, else ``data.name``,
-    else ``data.limit`` (with ``data.device`` when given).
+    The key is ``device:limit:channel:level``, so a limit's warning and its trip are separate
+    entries: ``alarm.raised`` / ``alarm.cleared`` switch the warning, ``alarm.tripped`` /
+    ``alarm.acknowledged`` the trip.
     """
-    kind = event.kind
-    data = event.data if isinstance(event.data, dict) else {}
-    if kind == "alarm":
-        state = str(data.get("state", "active")).lower()
-        if state in _RAISED:
-            active = True
-        elif state in _CLEARED:
-            active = False
-        else:
-            return None
-    elif kind in ("alarm_raised", "alarm_active", "alarm_set"):
-        active = True
-    elif kind in ("alarm_cleared", "alarm_reset"):
-        active = False
-    else:
+    active = _ALARM_STATES.get(event.kind)
+    if active is None:
         return None
-    ident = data.get("id") or data.get("name") or data.get("limit") or data.get("quantity") or "alarm"
-    device = data.get("device")
-    return (f"{device}:{ident}" if device else str(ident)), active
+    data = event.data if isinstance(event.data, dict) else {}
+    return ":".join(str(data.get(k, "")) for k in _ALARM_KEY_FIELDS), active
 
 
 class ActiveAlarms:
