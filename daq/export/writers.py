@@ -28,6 +28,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
         raise ExportError(f"output folder {folder} does not exist; create it or choose another --out")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=folder)
     os.close(fd)
+    # mkstemp makes 0600 files; an export is an ordinary file, readable as the umask allows
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
     tmp = Path(tmp_name)
     try:
         yield tmp
