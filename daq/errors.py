@@ -8,7 +8,9 @@
     │   │   └── ResponseTimeoutError
     │   ├── ProtocolError           bad frame, bad checksum, unexpected response
     │   ├── DeviceExceptionError    the device answered with an exception code
-    │   └── SetpointRangeError      a write was refused before sending: value outside its range
+    │   ├── SetpointRangeError      a write was refused before sending: value outside its range
+    │   └── InterlockError          a command refused because a safety trip is latched
+    ├── DeviceLimitError            device-side limits could not be written or did not read back
     ├── JournalError                the local store cannot be opened or written
     └── SinkError                   MQTT / InfluxDB delivery problem
 
@@ -61,6 +63,14 @@ class DeviceExceptionError(DriverError):
 
 class SetpointRangeError(DriverError):
     """A setpoint outside the register's allowed range; nothing was sent."""
+
+
+class InterlockError(DriverError):
+    """A command refused because a safety trip is latched; nothing was sent."""
+
+
+class DeviceLimitError(DaqError):
+    """Device limits could not be written or did not read back: the bench must not start."""
 
 
 class JournalError(DaqError):
