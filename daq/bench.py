@@ -13,11 +13,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daq import __version__
 from daq.clock import Clock, MonotonicClock, ScaledClock
-from daq.config.bench import ModbusDeviceConfig, SerialTransportConfig, TcpTransportConfig
+from daq.config.bench import (
+    DalyDeviceConfig,
+    JbdDeviceConfig,
+    ModbusDeviceConfig,
+    SerialTransportConfig,
+    TcpTransportConfig,
+)
 from daq.config.loader import LoadedBench
 from daq.cycler import CyclerControl
 from daq.engine.poller import DevicePoller
@@ -25,8 +31,15 @@ from daq.errors import ConfigError
 from daq.journal import Journal
 from daq.records import Record
 from daq.status import StatusReporter
+from drivers.bms.daly.driver import DalyDriver
+from drivers.bms.jbd.driver import JbdDriver
+from drivers.bus import SerialBus, idle_gap_s
 from drivers.modbus.driver import Endpoint, ModbusDriver, ModbusLink, SerialEndpoint, TcpEndpoint
+from drivers.serial_link import SerialLink, bits_per_char
 from drivers.serial_port import check_serial_port
+
+if TYPE_CHECKING:
+    from daq.safety.monitor import SafetyMonitor
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +76,17 @@ class Bench:
         self.drivers: dict[str, ModbusDriver] = {}
         self.cyclers: dict[str, CyclerControl] = {}
         self.simulation: Any = None
+        self.safety: SafetyMonitor | None = None  # set by start() when the bench file has safety:
         self._links: dict[Endpoint, ModbusLink] = {}
+        self.serial_buses: dict[str, SerialBus] = {}  # JBD/Daly buses by port path
         self._tasks: list[asyncio.Task[None]] = []
         self.records_seen = 0
         self.started_ns = 0
+        self.final_status: tuple[str, str] = ("", "")  # (status, reason) once the run has ended
         self._run_open = False
         # name -> callable returning a JSON-able dict; merged into the status snapshot (daq status)
         self.status_providers: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.sinks: list[Any] = []
         self.last_status: dict[str, Any] = {}
 
     @property
@@ -102,16 +119,58 @@ class Bench:
                 return TcpEndpoint(host, port, t.framing, dev.timeout_s)
             return TcpEndpoint(t.host, t.port, t.framing, dev.timeout_s)
         assert isinstance(t, SerialTransportConfig)
-        port = t.port
+        port = self._serial_path(dev.name, t.port)
+        return SerialEndpoint(port, t.baud, t.parity, t.bytesize, t.stopbits, dev.timeout_s)
+
+    def _serial_path(self, device: str, port: str) -> str:
         if port.startswith("sim:"):
             if self.simulation is None:
-                raise ConfigError(f"device {dev.name}: serial port {port} needs the bench's simulation")
-            port = self.simulation.serial_path(port[4:])
-        return SerialEndpoint(port, t.baud, t.parity, t.bytesize, t.stopbits, dev.timeout_s)
+                raise ConfigError(f"device {device}: serial port {port} needs the bench's simulation")
+            return self.simulation.serial_path(port[4:])
+        return port
+
+    def _bms_driver(self, dev: JbdDeviceConfig | DalyDeviceConfig) -> JbdDriver | DalyDriver:
+        """A JBD or Daly driver on the ``SerialBus`` of its port, shared with every device on that port.
+
+        A port that is missing or busy is not fatal here: the device reports COMM_LOST with one
+        clear log line and comes back when the port does, while the rest of the bench runs.
+        """
+        t = dev.transport
+        port = self._serial_path(dev.name, t.port)
+        bus = self.serial_buses.get(port)
+        if bus is None:
+            link = SerialLink(port, baud=t.baud, parity=t.parity, bytesize=t.bytesize, stopbits=t.stopbits)
+            bits = bits_per_char(bytesize=t.bytesize, parity=t.parity, stopbits=t.stopbits)
+            gap = idle_gap_s(dev.kind, baud=t.baud, bits_per_char=bits)
+            bus = self.serial_buses[port] = SerialBus(link, idle_gap_s=gap)
+        if isinstance(dev, JbdDeviceConfig):
+            return JbdDriver(dev.name, bus=bus, cells=dev.cells, sensors=dev.sensors, timeout_s=dev.timeout_s)
+        return DalyDriver(
+            dev.name,
+            bus=bus,
+            cells=dev.cells,
+            sensors=dev.sensors,
+            address=dev.address,
+            timeout_s=dev.timeout_s,
+            invert_current=dev.invert_current,
+        )
 
     def build_devices(self) -> None:
         for dev in self.loaded.config.devices:
             if not dev.enabled:
+                continue
+            if isinstance(dev, JbdDeviceConfig | DalyDeviceConfig):
+                bms = self._bms_driver(dev)
+                self.drivers[dev.name] = bms  # type: ignore[assignment]
+                self.pollers[dev.name] = DevicePoller(
+                    bms,
+                    period_s=dev.poll_period_s,
+                    clock=self.clock,
+                    on_record=self.handle_record,
+                    # the poll engine's hang guard: a poll is several requests on a shared bus
+                    timeout_s=dev.timeout_s * len(bms.parts()),
+                    retries=dev.retries,
+                )
                 continue
             endpoint = self._endpoint(dev)
             link = self._links.get(endpoint)
@@ -159,9 +218,11 @@ class Bench:
         try:
             await self.start_simulation()
             self.build_devices()
-            for endpoint in self._links:
-                if isinstance(endpoint, SerialEndpoint):
-                    check_serial_port(endpoint.port)
+            # A serial port that is missing or busy at start is a setup error (exit 2): better than
+            # a test that runs without its BMS. Losing a port later is a quality flag and a retry.
+            serial_ports = {e.port for e in self._links if isinstance(e, SerialEndpoint)} | set(self.serial_buses)
+            for port in sorted(serial_ports):
+                check_serial_port(port)
             self.journal.open()
         except BaseException:
             await self.stop(status="aborted", reason="bench could not start")
@@ -186,10 +247,26 @@ class Bench:
             self.journal.add_devices(run_id, schemas)
             self.context.run_id = run_id
         self._run_open = True
+        if self.loaded.config.safety is not None:
+            # Before the pollers: its hook must see the very first record, and a device limit
+            # that does not read back must stop the start.
+            from daq.safety.monitor import SafetyMonitor
+
+            try:
+                self.safety = SafetyMonitor(self, self.loaded.config.safety)
+                await self.safety.start()
+            except BaseException:
+                await self.stop(status="aborted", reason="safety monitor could not start")
+                raise
         self.started_ns = self.clock.wall_ns()
         for name, poller in self.pollers.items():
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{name}"))
         self._tasks.append(asyncio.create_task(StatusReporter(self).run(), name="status"))
+        try:
+            self._start_sinks()
+        except BaseException:
+            await self.stop(status="aborted", reason="a sink could not be set up")
+            raise
         for dev in self.loaded.config.devices:
             if dev.name in self.cyclers and dev.watchdog_timeout_s > 0:
                 ctl = self.cyclers[dev.name]
@@ -197,6 +274,34 @@ class Bench:
                     asyncio.create_task(ctl.keep_watchdog(dev.watchdog_timeout_s), name=f"watchdog:{dev.name}")
                 )
         return self.context.run_id
+
+    def _start_sinks(self) -> None:
+        """Each sink forwards from the journal in its own task; none is on the record path."""
+        from daq.sinks import build_sink  # only benches with sinks pay for aiomqtt/aiohttp
+
+        cfg = self.loaded.config
+        for i, sink_cfg in enumerate(cfg.sinks):
+            sink = build_sink(
+                sink_cfg,
+                bench_id=self.bench_id,
+                journal_path=self.journal.path,
+                journal=self.journal,
+                clock=self.clock,
+                metrics_source=lambda: self.last_status or {},
+                where=f"{self.loaded.path}: sinks[{i}]({sink_cfg.name})",
+            )
+            self.sinks.append(sink)
+            self._tasks.append(asyncio.create_task(sink.run(), name=f"sink:{sink.name}"))
+        if self.sinks:
+            self.status_providers["sinks"] = lambda: {s.name: s.metrics() for s in self.sinks}
+        if cfg.journal.max_size_mb is not None:
+            from daq.journal_budget import JournalBudget
+
+            budget = JournalBudget(
+                self, max_bytes=int(cfg.journal.max_size_mb * 1e6), warn_fraction=cfg.journal.warn_at_fraction
+            )
+            self._tasks.append(asyncio.create_task(budget.run(), name="journal-budget"))
+            self.status_providers["journal_budget"] = budget.status
 
     def add_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -213,7 +318,10 @@ class Bench:
         for link in self._links.values():
             link.close()
         if self._run_open:
+            if self.safety is not None and self.safety.abort_reason and status == "completed":
+                status, reason = "aborted", f"safety trip: {self.safety.abort_reason}"
             self.journal.end_run(self.context.run_id, status=status, reason=reason, ended_ns=self.clock.wall_ns())
+            self.final_status = (status, reason)
             self._run_open = False
         self.journal.close()
         if self.simulation is not None:

@@ -53,7 +53,8 @@ class CyclerControl:
         d = self.driver
         if command.mode in (CyclerMode.CC, CyclerMode.CV, CyclerMode.CCCV):
             await d.write("current_setpoint_a", command.current_a)
-        if command.mode in (CyclerMode.CC, CyclerMode.CV, CyclerMode.CCCV) and command.voltage_v:
+        if command.mode != CyclerMode.REST:
+            # always, 0 included: a clamp left over from the previous step must not pin this one
             await d.write("voltage_setpoint_v", command.voltage_v)
         if command.mode == CyclerMode.CP:
             await d.write("power_setpoint_w", command.power_w)

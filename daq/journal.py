@@ -299,7 +299,9 @@ class Journal:
         with self._lock:
             self._waiters.append((loop, fut))
         try:
-            return await asyncio.wait_for(fut, timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the caller's cancellation
+            async with asyncio.timeout(timeout):
+                return await fut
         except TimeoutError:
             return self._committed_record_seq
         finally:

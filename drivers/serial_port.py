@@ -24,8 +24,6 @@ def check_serial_port(path: str) -> None:
                 f"serial port {path} is in use by another program; stop it or pick another port"
             ) from exc
         if "ermission" in text:
-            raise ConnectError(
-                f"no permission to open serial port {path}; add your user to the dialout group"
-            ) from exc
+            raise ConnectError(f"no permission to open serial port {path}; add your user to the dialout group") from exc
         raise ConnectError(f"cannot open serial port {path}: {text}") from exc
     port.close()

@@ -109,7 +109,13 @@ async def run_bench(
 
 
 def _summary(bench: Bench, console: Console) -> None:
-    console.print(f"run [bold]{bench.run_id}[/bold]: {bench.records_seen} records in {bench.journal.path}")
+    status, reason = bench.final_status
+    style = "green" if status == "completed" else "bold red"
+    console.print(
+        f"run [bold]{bench.run_id}[/bold] [{style}]{status}[/{style}]"
+        + (f" ({reason})" if reason and status != "completed" else "")
+        + f": {bench.records_seen} records in {bench.journal.path}"
+    )
     for name, poller in bench.pollers.items():
         s = poller.stats
         console.print(

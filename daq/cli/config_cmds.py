@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from daq.config.bench import BenchConfig
+from daq.busbudget import bus_budgets
+from daq.config.bench import BenchConfig, SerialBmsDeviceConfig
 from daq.config.loader import load_bench
+
+EXIT_BUS_OVERLOADED = 2  # like any other problem the bench file has
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,12 +24,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_bench(args.config)
     cfg = loaded.config
-    print(f"ok: {args.config}: bench {cfg.bench.id}, {len(cfg.devices)} device(s), config hash {loaded.config_hash}")
+    budgets = bus_budgets(cfg, loaded.regmaps)
+    overloaded = [b for b in budgets if not b.ok]
+    verdict = "bus overloaded" if overloaded else "ok"
+    devices = len(cfg.devices)
+    print(f"{verdict}: {args.config}: bench {cfg.bench.id}, {devices} device(s), config hash {loaded.config_hash}")
     for dev in cfg.devices:
         regmap = loaded.regmaps.get(dev.name)
-        channels = len(regmap.polled) if regmap else 0
-        print(f"  {dev.name:<16} {dev.role:<7} every {dev.poll_period_s:g} s, {channels} registers polled")
-    return 0
+        if isinstance(dev, SerialBmsDeviceConfig):
+            what = f"{dev.kind} BMS, {dev.cells} cells, {dev.sensors} temperature sensors"
+        else:
+            what = f"{len(regmap.polled) if regmap else 0} registers polled"
+        print(f"  {dev.name:<16} {dev.role:<7} every {dev.poll_period_s:g} s, {what}")
+    for budget in budgets:
+        for line in budget.describe():
+            print(f"  {line}")
+    for budget in overloaded:
+        print(f"error: {args.config}: {budget.problem()}", file=sys.stderr)
+    return EXIT_BUS_OVERLOADED if overloaded else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from daq.cli.journals import add_journal_args, candidate_journals, open_run
 from daq.errors import DaqError
+from daq.export import bdf, cells
 from daq.export.table import build_run_table
-from daq.export.writers import WRITERS
+from daq.export.writers import WRITERS, ExportError
 from daq.journal import JournalReader
 
 
@@ -18,12 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_journal_args(p)
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("export", help="export a run to CSV or Parquet")
+    p = sub.add_parser("export", help="export a run to CSV, Parquet, Battery Data Format or a cell table")
     p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
-    p.add_argument("--format", choices=sorted(WRITERS), default="csv")
+    p.add_argument(
+        "--format",
+        choices=[*sorted(WRITERS), *bdf.FORMATS, *cells.FORMATS],
+        default="csv",
+        help="csv/parquet: every channel; bdf-csv/bdf-parquet: Battery Data Format (*.bdf.csv, *.bdf.parquet)"
+        " with a metadata sidecar; cells-csv/cells-parquet: one row per cell per BMS poll",
+    )
     p.add_argument("--out", required=True, help="output file")
-    p.add_argument("--device", action="append", help="only this device (repeatable)")
-    p.add_argument("--channel", action="append", help="only this channel name (repeatable)")
+    p.add_argument(
+        "--device", action="append", help="only this device (repeatable); for bdf-*: the cycler to take V and I from"
+    )
+    p.add_argument("--channel", action="append", help="only this channel name (repeatable; csv and parquet)")
     p.add_argument("--from", dest="start", help="start time, ISO 8601 (e.g. 2026-11-25T10:00:00Z)")
     p.add_argument("--to", dest="end", help="end time, ISO 8601")
     add_journal_args(p)
@@ -63,6 +72,8 @@ def parse_time(text: str | None) -> int | None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format in bdf.FORMATS or args.format in cells.FORMATS:
+        return _export_bdf_or_cells(args)
     reader, run = open_run(args, args.run)
     with reader:
         table = build_run_table(
@@ -78,4 +89,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     WRITERS[args.format](table, Path(args.out))
     note = " (run still in progress: exported what is recorded so far)" if run.status == "running" else ""
     print(f"wrote {table.rows} rows, {len(table.columns)} columns of run {run.run_id} to {args.out}{note}")
+    return 0
+
+
+def _export_bdf_or_cells(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.channel:
+        raise DaqError(f"--channel applies to csv and parquet; {args.format} has a fixed set of columns")
+    if args.format in bdf.FORMATS:
+        bdf.check_out_name(out, args.format)
+        if args.device and len(args.device) > 1:
+            raise DaqError(f"{args.format} takes voltage and current from one device; give --device once")
+    start, end = parse_time(args.start), parse_time(args.end)
+    reader, run = open_run(args, args.run)
+    with reader:
+        if args.format in bdf.FORMATS:
+            cycler = args.device[0] if args.device else None
+            export = bdf.build_bdf_table(reader, run, cycler=cycler, start_ns=start, end_ns=end)
+        else:
+            export = cells.build_cell_table(reader, run, devices=args.device, start_ns=start, end_ns=end)
+    try:
+        if args.format in bdf.FORMATS:
+            sidecar = bdf.write_bdf(export, out, args.format)
+        else:
+            sidecar = cells.write_cells(export, out, args.format)
+    except OSError as exc:  # the temporary file itself could not be created (disk full, read-only)
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}; nothing was left under that name") from exc
+    table = export.table
+    print(f"wrote {table.rows} rows, {len(table.columns)} columns of run {run.run_id} to {out} (metadata: {sidecar})")
+    for note in export.notes:
+        print(f"note: {note}")
     return 0

@@ -55,9 +55,7 @@ def _device_rows(rec: Record) -> list[tuple[str, str]]:
             else:
                 rows.append((name, _fmt(val, schema.channels[i].unit)))
     cells = [
-        rec.values[i]
-        for i, c in enumerate(schema.channels)
-        if CELL_VOLTAGE_RE.match(c.name) and rec.quality[i] == 0
+        rec.values[i] for i, c in enumerate(schema.channels) if CELL_VOLTAGE_RE.match(c.name) and rec.quality[i] == 0
     ]
     if cells:
         rows.append(
@@ -66,11 +64,7 @@ def _device_rows(rec: Record) -> list[tuple[str, str]]:
                 f"{len(cells)}: {min(cells):.3f}–{max(cells):.3f} V (spread {1000 * (max(cells) - min(cells)):.0f} mV)",
             )
         )
-    temps = [
-        rec.values[i]
-        for i, c in enumerate(schema.channels)
-        if CELL_TEMP_RE.match(c.name) and rec.quality[i] == 0
-    ]
+    temps = [rec.values[i] for i, c in enumerate(schema.channels) if CELL_TEMP_RE.match(c.name) and rec.quality[i] == 0]
     if temps:
         rows.append(("temps", f"{min(temps):.1f}–{max(temps):.1f} °C"))
     return rows

@@ -10,6 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from daq.config.sinks import SinkConfig
+from drivers.bms.model import AlarmName
+
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -73,7 +76,34 @@ class ModbusDeviceConfig(DeviceBase):
     )
 
 
-Device = Annotated[ModbusDeviceConfig, Field(discriminator="kind")]
+class SerialBmsDeviceConfig(DeviceBase):
+    """A BMS on a serial line speaking its vendor protocol. ``cells``/``sensors`` fix the record's
+    channels; at connect the driver checks them against what the BMS reports."""
+
+    role: Literal["bms"] = "bms"
+    transport: SerialTransportConfig
+    cells: Annotated[int, Field(ge=1, description="series cells the BMS measures")]
+    sensors: Annotated[int, Field(ge=0, le=16, description="temperature sensors the BMS reads")] = 2
+
+
+class JbdDeviceConfig(SerialBmsDeviceConfig):
+    """JBD / Xiaoxiang BMS. Its protocol has no device address: one JBD per serial port."""
+
+    kind: Literal["jbd"]
+    cells: Annotated[int, Field(ge=1, le=32)]
+
+
+class DalyDeviceConfig(SerialBmsDeviceConfig):
+    """Daly BMS; ``address`` is the board number on a shared RS-485 bus (1 = the standard single BMS)."""
+
+    kind: Literal["daly"]
+    cells: Annotated[int, Field(ge=1, le=48)]
+    address: Annotated[int, Field(ge=1, le=16)] = 1
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    invert_current: bool = Field(default=False, description="for units that count charge current negative")
+
+
+Device = Annotated[ModbusDeviceConfig | JbdDeviceConfig | DalyDeviceConfig, Field(discriminator="kind")]
 
 
 # --- simulation ------------------------------------------------------------------------------
@@ -105,7 +135,94 @@ class SimCyclerConfig(Strict):
     rated_power_w: Annotated[float, Field(gt=0)] = 30000.0
 
 
-SimulatorConfig = Annotated[SimCyclerConfig, Field(discriminator="kind")]
+class SimBmsFaultsConfig(Strict):
+    """Faults of a simulated BMS bus or of one device on it, applied at start (tests change them live:
+    ``bench.simulation.faults[name]``). Line faults use the Modbus simulators' knobs."""
+
+    silent: bool = False
+    reply_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
+    silent_next: Annotated[int, Field(ge=0)] = 0
+    bad_crc_next: Annotated[int, Field(ge=0)] = Field(default=0, description="next N replies with a bad CRC/checksum")
+    truncate_next: Annotated[int, Field(ge=0)] = 0
+    garbage_next: Annotated[int, Field(ge=0)] = Field(default=0, description="next N replies preceded by garbage")
+    exception_next: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="next N replies refused: Modbus exception_code, JBD status 0x80, Daly silence"
+    )
+    exception_code: Annotated[int, Field(ge=1, le=255)] = 6
+    silence_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    crc_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    truncate_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    garbage_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    seed: int = 0
+    wrong_protocol: Literal["jbd", "daly", "modbus"] | None = Field(
+        default=None, description="answer every request with a valid frame of this protocol (JBD/Daly buses)"
+    )
+    protections: dict[AlarmName, Literal["warning", "alarm"]] = Field(
+        default_factory=dict, description="BMS protection flags set, e.g. {cell_overvoltage: alarm}"
+    )
+    open_sensors: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="this BMS's temperature sensors (1-based) that read open"
+    )
+    drift_cells_v_per_s: dict[Annotated[int, Field(ge=1)], float] = Field(
+        default_factory=dict, description="pack cell number -> voltage drift in V/s (a cell drifting high or low)"
+    )
+
+
+class SimBmsConfig(Strict):
+    """A simulated RS-485 bus on a pseudo-terminal with one BMS per address, watching one cycler's pack.
+
+    Module k (k = 0, 1, ...) of the bus sees pack cells k*cells_per_module+1 .. (k+1)*cells_per_module.
+    Devices reach it with ``transport: {kind: serial, port: sim:<name>}``.
+    """
+
+    kind: Literal["bms"]
+    name: Name
+    protocol: Literal["modbus", "jbd", "daly"]
+    addresses: list[Annotated[int, Field(ge=1, le=247)]] = Field(
+        default_factory=lambda: [1], min_length=1, description="Modbus unit ids or Daly board numbers, one per module"
+    )
+    cells_per_module: Annotated[int, Field(ge=1, le=48)] | None = Field(
+        default=None, description="default: the pack's series cells split evenly over the addresses"
+    )
+    sensors_per_module: Annotated[int, Field(ge=0, le=4)] = 2
+    baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400] = 9600
+    pacing: bool = Field(default=True, description="hold replies as long as the line would take at baud")
+    pack_of: Name | None = Field(default=None, description="the cycler simulator whose pack it watches; default first")
+    faults: SimBmsFaultsConfig = SimBmsFaultsConfig()
+    unit_faults: dict[int, SimBmsFaultsConfig] = Field(default_factory=dict, description="faults of one address")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimBmsConfig:
+        if len(set(self.addresses)) != len(self.addresses):
+            raise ValueError(f"simulator {self.name}: addresses must be unique, got {self.addresses}")
+        if self.protocol == "jbd" and len(self.addresses) > 1:
+            raise ValueError(f"simulator {self.name}: the JBD protocol has no device address; one JBD per bus")
+        if self.protocol == "daly" and max(self.addresses) > 16:
+            raise ValueError(f"simulator {self.name}: Daly board numbers are 1..16, got {self.addresses}")
+        if self.protocol != "daly" and self.cells_per_module is not None and self.cells_per_module > 32:
+            raise ValueError(f"simulator {self.name}: a {self.protocol} module has at most 32 cells")
+        unknown = sorted(set(self.unit_faults) - set(self.addresses))
+        if unknown:
+            raise ValueError(f"simulator {self.name}: unit_faults for addresses {unknown} not in addresses")
+        for where, faults in [
+            ("faults", self.faults),
+            *((f"unit_faults[{a}]", f) for a, f in self.unit_faults.items()),
+        ]:
+            if faults.wrong_protocol is not None and self.protocol == "modbus":
+                raise ValueError(f"simulator {self.name}: {where}.wrong_protocol is for JBD and Daly buses")
+            bad = [n for n in faults.open_sensors if n > self.sensors_per_module]
+            if bad:
+                raise ValueError(
+                    f"simulator {self.name}: {where}.open_sensors {bad}: the modules have"
+                    f" {self.sensors_per_module} sensors"
+                )
+        return self
+
+    def module_cells(self, series_cells: int) -> int:
+        return self.cells_per_module or series_cells // len(self.addresses)
+
+
+SimulatorConfig = Annotated[SimCyclerConfig | SimBmsConfig, Field(discriminator="kind")]
 
 
 class SimulationConfig(Strict):
@@ -121,6 +238,30 @@ class SimulationConfig(Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"simulator names must be unique: {sorted(dup)}")
+        cyclers = [s.name for s in self.simulators if isinstance(s, SimCyclerConfig)]
+        for sim in self.simulators:
+            if not isinstance(sim, SimBmsConfig):
+                continue
+            if sim.pack_of is not None and sim.pack_of not in cyclers:
+                raise ValueError(
+                    f"simulator {sim.name}: pack_of {sim.pack_of!r} is not a cycler simulator"
+                    f" (known: {cyclers or 'none'})"
+                )
+            cells = sim.module_cells(self.pack.series_cells)
+            if cells < 1 or cells * len(sim.addresses) > self.pack.series_cells:
+                raise ValueError(
+                    f"simulator {sim.name}: {len(sim.addresses)} module(s) of {cells} cells do not fit the"
+                    f" {self.pack.series_cells}-cell pack; set cells_per_module or pack.series_cells"
+                )
+            if sim.protocol != "daly" and cells > 32:
+                raise ValueError(f"simulator {sim.name}: a {sim.protocol} module has at most 32 cells, got {cells}")
+            for faults in [sim.faults, *sim.unit_faults.values()]:
+                bad = [c for c in faults.drift_cells_v_per_s if c > self.pack.series_cells]
+                if bad:
+                    raise ValueError(
+                        f"simulator {sim.name}: drift_cells_v_per_s names cells {bad}; the pack has"
+                        f" {self.pack.series_cells}"
+                    )
         return self
 
 
@@ -130,6 +271,12 @@ class SimulationConfig(Strict):
 class JournalConfig(Strict):
     path: str = Field(default="", description="SQLite journal file; default journal/<bench id>.sqlite")
     commit_interval_s: Annotated[float, Field(gt=0, le=1.0)] = 0.5
+    max_size_mb: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="disk budget; above it the oldest records every sink has delivered are pruned"
+        " (never undelivered ones, never the current run); warning at warn_at_fraction",
+    )
+    warn_at_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.8
 
 
 class SafetyConfig(Strict):
@@ -157,6 +304,7 @@ class BenchConfig(Strict):
     journal: JournalConfig = JournalConfig()
     simulation: SimulationConfig | None = None
     safety: SafetyConfig | None = None
+    sinks: list[SinkConfig] = Field(default_factory=list, description="where recorded data is forwarded")
 
     @model_validator(mode="after")
     def _references(self) -> BenchConfig:
@@ -164,6 +312,10 @@ class BenchConfig(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"device names must be unique; repeated: {dup}")
+        sink_names = [k.name for k in self.sinks]
+        dup = sorted({n for n in sink_names if sink_names.count(n) > 1})
+        if dup:
+            raise ValueError(f"sink names must be unique (each is a delivery cursor in the journal); repeated: {dup}")
         sims = {s.name for s in self.simulation.simulators} if self.simulation else set()
         for dev in self.devices:
             t = dev.transport
@@ -189,12 +341,60 @@ class BenchConfig(Strict):
         units: dict[tuple[str, int], str] = {}
         for dev in self.devices:
             t = dev.transport
+            address = dev.unit_id if isinstance(dev, ModbusDeviceConfig) else getattr(dev, "address", 0)
             key = (
-                (f"serial:{t.port}", dev.unit_id)
+                (f"serial:{t.port}", address)
                 if isinstance(t, SerialTransportConfig)
-                else (f"tcp:{t.simulator or t.host}:{t.port}", dev.unit_id)
+                else (f"tcp:{t.simulator or t.host}:{t.port}", address)
             )
             if key in units:
-                raise ValueError(f"devices {units[key]} and {dev.name} use the same link and unit_id {dev.unit_id}")
+                if isinstance(dev, JbdDeviceConfig):
+                    raise ValueError(
+                        f"devices {units[key]} and {dev.name} share serial port {t.port}, but the JBD protocol"
+                        " has no device address: give each JBD its own port"
+                    )
+                what = "unit_id" if isinstance(dev, ModbusDeviceConfig) else "address"
+                raise ValueError(f"devices {units[key]} and {dev.name} use the same link and {what} {address}")
             units[key] = dev.name
+        self._check_serial_buses(sims)
         return self
+
+    def _check_serial_buses(self, sims: set[str]) -> None:
+        """One protocol per serial port, and ``sim:`` ports name a simulated bus of that protocol."""
+        protocols: dict[str, tuple[str, str]] = {}
+        sim_buses = {
+            s.name: s for s in (self.simulation.simulators if self.simulation else []) if isinstance(s, SimBmsConfig)
+        }
+        for dev in self.devices:
+            t = dev.transport
+            if isinstance(t, TcpTransportConfig):
+                if t.simulator in sim_buses:
+                    raise ValueError(
+                        f"device {dev.name}: simulator {t.simulator} is a serial BMS bus; reach it with"
+                        f" transport: {{kind: serial, port: 'sim:{t.simulator}'}}"
+                    )
+                continue
+            other = protocols.setdefault(t.port, (dev.kind, dev.name))
+            if other[0] != dev.kind:
+                raise ValueError(
+                    f"device {dev.name} ({dev.kind}) and device {other[1]} ({other[0]}) share serial port {t.port}:"
+                    " one bus carries one protocol; use another port"
+                )
+            if not t.port.startswith("sim:"):
+                continue
+            sim_name = t.port[4:]
+            bus = sim_buses.get(sim_name)
+            if bus is None:
+                known = sorted(sim_buses) or "none"
+                reason = "is not a simulated BMS bus" if sim_name in sims else "is not in simulation.simulators"
+                raise ValueError(f"device {dev.name}: serial port {t.port}: {sim_name!r} {reason} (BMS buses: {known})")
+            if bus.protocol != dev.kind:
+                raise ValueError(
+                    f"device {dev.name} is kind {dev.kind} but simulator {sim_name} speaks {bus.protocol};"
+                    " make them agree"
+                )
+            address = dev.unit_id if isinstance(dev, ModbusDeviceConfig) else getattr(dev, "address", None)
+            if address is not None and address not in bus.addresses:
+                raise ValueError(
+                    f"device {dev.name}: address {address} is not on simulator {sim_name} (addresses {bus.addresses})"
+                )

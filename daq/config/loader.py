@@ -11,9 +11,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from daq.config.bench import BenchConfig, ModbusDeviceConfig
+from daq.config.bench import BenchConfig, ModbusDeviceConfig, SerialBmsDeviceConfig, SimBmsConfig
 from daq.config.errors import format_validation_error, yaml_error_line
 from daq.errors import ConfigError
+from daq.safety.bench_check import validate_safety
+from daq.safety.limits import LimitSet
 from drivers.modbus.regmap import RegisterMap, load_regmap, plan_reads
 
 
@@ -23,6 +25,7 @@ class LoadedBench:
     path: Path
     regmaps: dict[str, RegisterMap] = field(default_factory=dict)  # by device name
     config_hash: str = ""
+    limits: LimitSet | None = None  # the safety limit set, when the bench file has safety:
 
     @property
     def base_dir(self) -> Path:
@@ -56,6 +59,25 @@ def read_yaml(path: Path, what: str) -> Any:
     return data
 
 
+def _check_simulated_bms(config: BenchConfig, dev: SerialBmsDeviceConfig, where: str) -> list[str]:
+    """A BMS device on a simulated bus must record the cells and sensors the simulated module has."""
+    port = dev.transport.port
+    if not port.startswith("sim:") or config.simulation is None:
+        return []
+    sim = next((s for s in config.simulation.simulators if s.name == port[4:]), None)
+    if not isinstance(sim, SimBmsConfig):
+        return []  # BenchConfig already named the problem
+    problems = []
+    cells = sim.module_cells(config.simulation.pack.series_cells)
+    if dev.cells != cells:
+        problems.append(f"{where}.cells: {dev.cells}, but simulator {sim.name} has {cells} cells per module")
+    if dev.sensors != sim.sensors_per_module:
+        problems.append(
+            f"{where}.sensors: {dev.sensors}, but simulator {sim.name} has {sim.sensors_per_module} sensors per module"
+        )
+    return problems
+
+
 def load_bench(path: str | Path) -> LoadedBench:
     path = Path(path)
     data = read_yaml(path, "bench file")
@@ -66,6 +88,9 @@ def load_bench(path: str | Path) -> LoadedBench:
     loaded = LoadedBench(config, path)
     problems: list[str] = []
     for i, dev in enumerate(config.devices):
+        if isinstance(dev, SerialBmsDeviceConfig):
+            problems.extend(_check_simulated_bms(config, dev, f"{path}: devices[{i}]({dev.name})"))
+            continue
         if not isinstance(dev, ModbusDeviceConfig):
             continue
         where = f"{path}: devices[{i}]({dev.name}).regmap"
@@ -84,6 +109,8 @@ def load_bench(path: str | Path) -> LoadedBench:
             if missing:
                 problems.append(f"{where}: watchdog_timeout_s is set but the register map has no {', '.join(missing)}")
         loaded.regmaps[dev.name] = regmap
+    loaded.limits, safety_problems = validate_safety(loaded)
+    problems.extend(safety_problems)
     if problems:
         raise ConfigError(problems)
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()

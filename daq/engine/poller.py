@@ -1,7 +1,10 @@
 """Poll engine: one asyncio task per device, scheduled on deadlines of the bench clock.
 
 Deadlines advance by exactly one period from the previous deadline (not from when the poll
-finished), so periods never drift. A poll that overruns skips the missed slots and counts them.
+finished), so periods never drift. The first poll runs at once; after it each device's schedule
+is shifted by a phase within one period, fixed per device name, so many devices on the same
+period do not all wake in the same instant and queue behind each other (at 200 devices that
+queue was the poll-start jitter: see docs/benchmarks.md). A poll that overruns skips the missed slots and counts them.
 A device that fails is marked in its records (quality per value), retried, and reconnected with
 jittered exponential backoff; it never delays another device because each has its own task.
 While a device is unreachable the engine still emits one record per period with quality
@@ -15,8 +18,9 @@ import logging
 import math
 import random
 import time
-from collections import deque
-from collections.abc import Callable
+import zlib
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from daq.clock import Clock
@@ -47,6 +51,40 @@ class Backoff:
         self.attempt = 0
 
 
+class SampleWindow:
+    """The last ``size`` float samples, oldest first, in a flat ``array`` ring.
+
+    Not a ``deque`` of floats: with 200 devices that was two million objects the garbage
+    collector's full passes walked (100+ ms pauses, so missed polls; docs/benchmarks.md).
+    """
+
+    __slots__ = ("_buf", "_count", "_next", "size")
+
+    def __init__(self, size: int = 10000) -> None:
+        self.size = size
+        self._buf = array("d", bytes(8 * size))
+        self._next = 0
+        self._count = 0
+
+    def append(self, value: float) -> None:
+        self._buf[self._next] = value
+        self._next = (self._next + 1) % self.size
+        if self._count < self.size:
+            self._count += 1
+
+    def clear(self) -> None:
+        self._next = self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[float]:
+        start = (self._next - self._count) % self.size
+        if start + self._count <= self.size:
+            return iter(self._buf[start : start + self._count])
+        return iter(self._buf[start:] + self._buf[: self._next])
+
+
 @dataclass(slots=True)
 class PollStats:
     polls: int = 0
@@ -58,7 +96,7 @@ class PollStats:
     connected: bool = False
     last_error: str = ""
     last_poll_ns: int = 0
-    lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
+    lateness_s: SampleWindow = field(default_factory=SampleWindow)  # poll start - deadline, last 10,000
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -84,7 +122,10 @@ class DevicePoller:
         timeout_s: float = 1.0,
         retries: int = 1,
         backoff: Backoff | None = None,
+        phase_s: float | None = None,
     ) -> None:
+        """``phase_s``: offset of this device's deadlines within the period after the first poll;
+        default: derived from the device name (stable across runs, spread over the period)."""
         self.driver = driver
         self.period_s = period_s
         self.clock = clock
@@ -93,6 +134,9 @@ class DevicePoller:
         self.retries = retries
         self.backoff = backoff or Backoff()
         self.stats = PollStats()
+        if phase_s is None:
+            phase_s = zlib.crc32(driver.name.encode()) / 2**32 * period_s
+        self.phase_s = phase_s
         self._next_connect_real = 0.0
         self._needs_connect = True
         self._timeout_streak = 0  # consecutive polls without an answer
@@ -107,6 +151,7 @@ class DevicePoller:
         n = len(schema.channels)
         period = self.period_s
         deadline = clock.monotonic()
+        phase = self.phase_s  # applied once, after the first poll
         stats = self.stats
         try:
             while True:
@@ -122,7 +167,9 @@ class DevicePoller:
                 if not any(quality):
                     stats.good_polls += 1
                 self.on_record(Record(schema, t_ns, values, bytes(quality)))
-                deadline += period
+                period = self.period_s  # re-read: the runner sets each step's record period
+                deadline += period + phase
+                phase = 0.0
                 now = clock.monotonic()
                 if now > deadline:
                     skipped = math.ceil((now - deadline) / period)

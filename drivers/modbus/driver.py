@@ -19,6 +19,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from daq.errors import (
     ConnectError,
     DeviceExceptionError,
+    DriverError,
     ProtocolError,
     ResponseTimeoutError,
     SetpointRangeError,
@@ -153,30 +154,20 @@ class ModbusLink:
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Send one request under the arbiter lock and return the response PDU."""
-        if not self.connected:
+        client = self._client
+        if client is None or not client.connected:
             await self.connect()
-        assert self._client is not None
-        fn: Callable[..., Awaitable[Any]] = getattr(self._client, method)
+            client = self._client
+            assert client is not None
+        fn: Callable[..., Awaitable[Any]] = getattr(client, method)
         async with self.lock:
+            # Awaited directly (not through a wrapper coroutine): this runs several times per poll.
             try:
-                response = await _guard(fn(*args, **kwargs))
-            except ConnectionException as exc:
-                self.close()
-                raise TransportError(f"{self.label}: connection lost ({exc})") from exc
-            except ModbusIOException as exc:
-                text = str(exc)
-                if "timeout" in text.lower() or "no response" in text.lower():
-                    await self._quiet_after_timeout()
-                    raise ResponseTimeoutError(f"{self.label}: no answer within {self.endpoint.timeout_s} s") from exc
-                raise ProtocolError(f"{self.label}: {text}") from exc
-            except TimeoutError as exc:
-                await self._quiet_after_timeout()
-                raise ResponseTimeoutError(f"{self.label}: no answer within {self.endpoint.timeout_s} s") from exc
-            except ModbusException as exc:
-                raise ProtocolError(f"{self.label}: {exc}") from exc
-            except OSError as exc:
-                self.close()
-                raise TransportError(f"{self.label}: {exc}") from exc
+                response = await fn(*args, **kwargs)
+            except (ModbusException, OSError, TimeoutError) as exc:
+                _raise_if_cancelling()
+                raise self._translate(exc) from exc
+            _raise_if_cancelling()
         if response.isError():
             code = int(getattr(response, "exception_code", 0) or 0)
             raise DeviceExceptionError(
@@ -186,22 +177,40 @@ class ModbusLink:
             )
         return response
 
+    def _translate(self, exc: BaseException) -> DriverError:
+        """pymodbus's (and the socket's) errors as the project's; a dead link is closed."""
+        if isinstance(exc, ConnectionException):
+            self.close()
+            return TransportError(f"{self.label}: connection lost ({exc})")
+        if isinstance(exc, ModbusIOException):
+            text = str(exc)
+            if "timeout" in text.lower() or "no response" in text.lower():
+                return ResponseTimeoutError(f"{self.label}: no answer within {self.endpoint.timeout_s} s")
+            return ProtocolError(f"{self.label}: {text}")
+        if isinstance(exc, TimeoutError):
+            return ResponseTimeoutError(f"{self.label}: no answer within {self.endpoint.timeout_s} s")
+        if isinstance(exc, ModbusException):
+            return ProtocolError(f"{self.label}: {exc}")
+        self.close()
+        return TransportError(f"{self.label}: {exc}")
+
+
+def _raise_if_cancelling() -> None:
+    """pymodbus catches ``CancelledError`` in places and turns it into its own error or even a
+    normal return; a cancelled poll task would then live on. Re-raise when our task is cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
 
 async def _guard(awaitable: Awaitable[Any]) -> Any:
-    """Await a pymodbus call without letting it swallow our task's cancellation.
-
-    pymodbus catches ``CancelledError`` in places and turns it into its own error or even a normal
-    return; a cancelled poll task would then live on. Re-raise whenever our task is being cancelled.
-    """
-    task = asyncio.current_task()
+    """Await a pymodbus call without letting it swallow our task's cancellation (see above)."""
     try:
         result = await awaitable
     except (ModbusException, OSError, TimeoutError):
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError from None
+        _raise_if_cancelling()
         raise
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    _raise_if_cancelling()
     return result
 
 
@@ -242,6 +251,20 @@ class ModbusDriver:
             self._decoders.append(compile_block_decoder(block, start))
             self._block_slices.append((start, start + n))
             start += n
+        # Per block, everything a poll needs: request, decoder, output slots, all-good qualities.
+        self._plan = [
+            (
+                _READ_METHOD[block.table],
+                block.start,
+                block.count,
+                block.table in BIT_TABLES,
+                decode,
+                lo,
+                hi,
+                bytes([int(Quality.GOOD)]) * (hi - lo),
+            )
+            for block, decode, (lo, hi) in zip(self.blocks, self._decoders, self._block_slices, strict=True)
+        ]
         self.info: dict[str, str | float] = {}
 
     async def connect(self) -> None:
@@ -265,12 +288,11 @@ class ModbusDriver:
         self.link.close()
 
     async def read(self, values: list[float], quality: bytearray) -> None:
-        good = int(Quality.GOOD)
-        for block, decode, (lo, hi) in zip(self.blocks, self._decoders, self._block_slices, strict=True):
+        call = self.link.call
+        unit = self.unit_id
+        for method, start, count, bits, decode, lo, hi, good in self._plan:
             try:
-                response = await self.link.call(
-                    _READ_METHOD[block.table], block.start, count=block.count, device_id=self.unit_id
-                )
+                response = await call(method, start, count=count, device_id=unit)
             except DeviceExceptionError:
                 _mark(values, quality, lo, hi, Quality.DEVICE_EXCEPTION)
                 continue
@@ -283,10 +305,8 @@ class ModbusDriver:
             except TransportError:
                 _mark(values, quality, lo, len(values), Quality.COMM_LOST)
                 raise
-            raw = response.bits if block.table in BIT_TABLES else response.registers
-            for i in range(lo, hi):
-                quality[i] = good
-            decode(raw, values, quality)
+            quality[lo:hi] = good
+            decode(response.bits if bits else response.registers, values, quality)
 
     def register(self, channel: str) -> Register:
         reg = self.regmap.by_name.get(channel)

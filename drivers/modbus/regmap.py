@@ -387,26 +387,45 @@ def compile_block_decoder(block: ReadBlock, first_index: int) -> DecodeFn:
     unpack = struct.Struct(fmt).unpack
     words_fmt = struct.Struct(f">{block.count}H").pack
     regs = block.registers
-    # Output slots: register value, then its bits.
-    plan: list[tuple[Register, int]] = []
+    # Output slot of each register: its value, then its bits.
+    slots: list[int] = []
     idx = first_index
     for reg in regs:
-        plan.append((reg, idx))
+        slots.append(idx)
         idx += 1 + len(reg.bits)
+    end_index = idx
+    # The sign flip folds into scale and offset: -(r*s + o) == r*(-s) + (0.0 - o), exactly, and
+    # ``0.0 - o`` keeps a zero reading +0.0 as before. One list comprehension then scales the block.
+    scales = [-r.scale if r.negate else r.scale for r in regs]
+    offsets = [0.0 - r.offset if r.negate else r.offset + 0.0 for r in regs]
+    contiguous = end_index - first_index == len(regs)  # no bit fields: values land side by side
+    reordered = [] if simple else list(enumerate(regs))  # word/byte order other than big/big
+    sentinels = [(j, slots[j], r.invalid) for j, r in enumerate(regs) if r.invalid]
+    bit_fields = [(slots[j], j, r.bits) for j, r in enumerate(regs) if r.bits]
     bad = int(Quality.OUT_OF_RANGE)
+    nan = math.nan
 
     def decode_words(raw: Sequence[int] | Sequence[bool], values: list[float], quality: bytearray) -> None:
         fields = unpack(words_fmt(*raw))
-        for (reg, i), field in zip(plan, fields, strict=True):
-            rawv = field if simple else _words_to_raw(reg, struct.unpack(f">{reg.words}H", field))
-            if reg.invalid and rawv in reg.invalid:
-                values[i] = math.nan
+        if reordered:
+            fields = tuple(
+                _words_to_raw(reg, struct.unpack(f">{reg.words}H", f))
+                for (_, reg), f in zip(reordered, fields, strict=True)
+            )
+        scaled = [f * s + o for f, s, o in zip(fields, scales, offsets, strict=True)]
+        if contiguous:
+            values[first_index:end_index] = scaled
+        else:
+            for i, v in zip(slots, scaled, strict=True):
+                values[i] = v
+        for j, i, invalid in sentinels:
+            if fields[j] in invalid:
+                values[i] = nan
                 quality[i] = bad
-            else:
-                v = rawv * reg.scale + reg.offset
-                values[i] = 0.0 - v if reg.negate else v
-            for k, (_, bit) in enumerate(reg.bits, start=1):
-                values[i + k] = float((int(rawv) >> bit) & 1)
+        for i, j, bits in bit_fields:
+            word = int(fields[j])
+            for k, (_, bit) in enumerate(bits, start=1):
+                values[i + k] = float((word >> bit) & 1)
 
     return decode_words
 

@@ -151,6 +151,7 @@ def test_bdf_sidecar_describes_run_devices_and_sources(bdf_files: dict[str, Path
 
 def test_batterydf_validates_the_export(bdf_files: dict[str, Path]) -> None:
     import bdf  # batterydf, the Battery Data Alliance's package (a test dependency)
+
     for fmt in ("bdf-csv", "bdf-parquet"):
         df = bdf.read(str(bdf_files[fmt]))  # validates: raises on missing required columns
         report = bdf.validate_df(df)

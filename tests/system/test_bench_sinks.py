@@ -33,6 +33,7 @@ async def stop_polling_and_drain(bench: Bench) -> None:
 
     await wait_until(drained, timeout=60, what="every sink drained")
 
+
 pytestmark = pytest.mark.system
 
 
