@@ -83,7 +83,9 @@ async def test_three_cycles_at_2000x_measure_the_packs_true_capacity_and_its_fad
         # time at each end (milliseconds, seconds of battery time here)
         before, after = counted[s["cycle"]]
         assert s["capacity_ah"] == pytest.approx(before - after, rel=STEP_MEASUREMENT_TOLERANCE)
-        assert s["capacity_ah"] == s["discharge_ah"]  # the only discharge of the cycle is the tagged one
+        # the tagged discharge is the cycle's only discharge step; a stalled machine at 2000x can
+        # add a few seconds of battery time at the step edges, hence not exact
+        assert s["capacity_ah"] == pytest.approx(s["discharge_ah"], rel=0.01)
         assert s["end_of_charge_v"] == pytest.approx(58.8, rel=0.01)
         assert s["end_of_discharge_v"] == pytest.approx(42.0, rel=0.01)
         assert 20 < s["max_temperature_c"] < 60

@@ -71,10 +71,15 @@ async def test_bench_delivers_every_record_to_mqtt_influx_v1_and_v2(
         await wait_until(lambda: want <= collector.data_keys(), timeout=30, what="every record on MQTT")
         rows = influxdb_v1.select('SELECT * FROM "cycler"', db="battery")
         assert want <= {(r["device"], r["time"]) for r in rows}
-        vm_keys: set[tuple[str, int]] = set()
-        for series in vm.export('{__name__="cycler_voltage_v"}'):
-            vm_keys.update((series["metric"]["device"], t) for t in series["timestamps"])
-        assert {(d, t // 1_000_000) for d, t in want} <= vm_keys  # VictoriaMetrics keeps milliseconds
+        def vm_keys() -> set[tuple[str, int]]:
+            keys: set[tuple[str, int]] = set()
+            for series in vm.export('{__name__="cycler_voltage_v"}'):
+                keys.update((series["metric"]["device"], t) for t in series["timestamps"])
+            return keys
+
+        want_ms = {(d, t // 1_000_000) for d, t in want}  # VictoriaMetrics keeps milliseconds
+        # acknowledged writes become searchable a moment after the 2xx: poll, don't sleep
+        await wait_until(lambda: want_ms <= vm_keys(), timeout=30, what="every record in VictoriaMetrics")
     finally:
         await collector.stop()
         vm.stop()
