@@ -358,3 +358,9 @@ def cycle_rows(reader: JournalReader, data: RunData) -> tuple[list[CycleRow], st
         if not math.isnan(reference) and capacity > 0:
             r.retention_pct = 100.0 * capacity / reference
     return rows, source
+
+
+def flat_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Run metadata with the test runner's ``test`` section (operator, pack serial, profile) on top."""
+    test = metadata.get("test")
+    return {**metadata, **test} if isinstance(test, dict) else dict(metadata)

@@ -19,7 +19,7 @@ import numpy as np
 
 from daq import __version__
 from daq.channels import CURRENT, VOLTAGE
-from daq.report.data import RunData
+from daq.report.data import RunData, flat_metadata
 from daq.report.plots import ReportFigure
 
 _CSS = """
@@ -112,13 +112,14 @@ def _meta_value(meta: dict[str, Any], *keys: str) -> str:
 
 
 def _metadata(data: RunData, limits_name: str | None) -> str:
-    run, meta = data.run, data.run.metadata
+    run, meta = data.run, flat_metadata(data.run.metadata)
     checked = limits_name or (data.check.limits_name if data.check is not None else None)
     limit_set = escape(checked) if checked else _meta_value(meta, "limit_set", "limits")
     rows = [
-        ("Pack", _meta_value(meta, "pack", "pack_id", "dut")),
+        ("Pack", _meta_value(meta, "pack_serial", "pack", "pack_id", "dut")),
         ("Operator", _meta_value(meta, "operator", "user")),
         ("Profile", _meta_value(meta, "profile", "profile_name")),
+        ("Notes", _meta_value(meta, "notes")),
         ("Limit set", limit_set),
         ("Bench", escape(run.bench_id)),
         ("Run", escape(run.run_id)),

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
 
-from daq.report.data import RunData
+from daq.report.data import RunData, flat_metadata
 from daq.report.plots import WIDTH_IN, ReportFigure
 
 
@@ -17,7 +17,7 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def summary_lines(data: RunData, limits_name: str | None) -> list[str]:
-    run, meta = data.run, data.run.metadata
+    run, meta = data.run, flat_metadata(data.run.metadata)
     lines = [f"Test report: {run.run_id}", ""]
     if data.check is None:
         lines.append("Verdict: none (no limit set given)")
@@ -26,8 +26,8 @@ def summary_lines(data: RunData, limits_name: str | None) -> list[str]:
         lines.append(f"Verdict: {c.verdict.upper()} against {c.limits_name or '(unnamed)'}: "
                      f"{len(c.trips)} trip, {len(c.warnings)} warning excursion(s)")  # fmt: skip
     lines += [""] + [f"{n}" for n in data.notes]
-    for key in ("pack", "operator", "profile"):
-        lines.append(f"{key.capitalize()}: {meta.get(key, 'not recorded')}")
+    for label, key in (("Pack", "pack_serial"), ("Operator", "operator"), ("Profile", "profile")):
+        lines.append(f"{label}: {meta.get(key, 'not recorded')}")
     lines.append(f"Limit set: {limits_name or meta.get('limit_set', 'not recorded')}")
     lines.append(f"Bench {run.bench_id}, status {run.status} {run.reason}".rstrip())
     lines.append(f"Software: daq {meta.get('software_version', '?')}, config hash {run.config_hash or '-'}")
