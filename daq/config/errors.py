@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 
@@ -56,8 +55,3 @@ def _message(err: Any) -> str:
 
 def format_validation_error(exc: ValidationError, source: str, data: Any = None) -> list[str]:
     return [f"{source}: {_path(tuple(e['loc']), data)}: {_message(e)}" for e in exc.errors()]
-
-
-def yaml_error_line(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    return f":{mark.line + 1}" if mark is not None else ""

@@ -6,13 +6,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from daq.config.bench import BenchConfig, ModbusDeviceConfig, SerialBmsDeviceConfig, SimBmsConfig
-from daq.config.errors import format_validation_error, yaml_error_line
+from daq.config.errors import format_validation_error
+from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError
 from daq.safety.bench_check import validate_safety
 from daq.safety.limits import LimitSet
@@ -40,25 +39,6 @@ class LoadedBench:
         return Path(self.config.journal.path or f"journal/{self.config.bench.id}.sqlite")
 
 
-def read_yaml(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: {what} not found") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"{path}: is a folder, expected a {what}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{yaml_error_line(exc)}: not valid YAML: {problem}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    return data
-
-
 def _check_simulated_bms(config: BenchConfig, dev: SerialBmsDeviceConfig, where: str) -> list[str]:
     """A BMS device on a simulated bus must record the cells and sensors the simulated module has."""
     port = dev.transport.port
@@ -80,7 +60,7 @@ def _check_simulated_bms(config: BenchConfig, dev: SerialBmsDeviceConfig, where:
 
 def load_bench(path: str | Path) -> LoadedBench:
     path = Path(path)
-    data = read_yaml(path, "bench file")
+    data = read_yaml_mapping(path, "bench file")
     try:
         config = BenchConfig.model_validate(data)
     except ValidationError as exc:

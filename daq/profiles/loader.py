@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError
 from daq.profiles.model import (
     STEP_KINDS,
@@ -49,19 +49,7 @@ _SERIES_QUANTITIES = {
 def load_profile(path: str | Path) -> Profile:
     """Read a profile file; raise ConfigError listing every problem of form found."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: profile file not found; check the path") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the profile ({exc.strerror}); check the file") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: YAML syntax error: {problem}; fix the indentation or quoting there") from exc
+    data = read_yaml_mapping(path, "profile file", mapping_hint="start the file with 'name: ...' and 'steps:'")
     return profile_from_dict(data, source=path)
 
 

@@ -33,9 +33,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError
 
 
@@ -224,18 +224,7 @@ def tighten(base: LimitSet, overrides: Mapping[str, Any], *, source: str = "step
 def load_limits(path: str | Path) -> LimitSet:
     """Read and validate a limit-set YAML file; ConfigError lines name the file and field path."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read limit set: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "YAML"
-        raise ConfigError(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a limit set must be a mapping of limit names to limits")
+    data = read_yaml_mapping(path, "limit set", mapping_hint="map limit names to limits")
     try:
         return LimitSet.model_validate(data)
     except ValidationError as exc:

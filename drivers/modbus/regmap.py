@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from daq.config.errors import format_validation_error, yaml_error_line
+from daq.config.errors import format_validation_error
+from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError, SetpointRangeError
 from daq.records import Channel, Quality
 
@@ -297,16 +297,7 @@ class RegisterMap:
 
 def load_regmap(path: str | Path) -> RegisterMap:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: register map file not found") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read register map: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}{yaml_error_line(exc)}: not valid YAML: {exc}") from exc
+    data = read_yaml_mapping(path, "register map file")
     try:
         spec = RegisterMapFile.model_validate(data)
     except ValidationError as exc:

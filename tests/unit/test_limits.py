@@ -116,13 +116,18 @@ steps:
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
-    problems = config_problems(tmp_path, "cell_voltage_max_v: {trip: 4.25\npack_voltage_max_v: {trip: 60}\n")
-    assert len(problems) == 1 and problems[0].startswith("line ")
+    path = write(tmp_path, "cell_voltage_max_v: {trip: 4.25\npack_voltage_max_v: {trip: 60}\n")
+    with pytest.raises(ConfigError) as info:
+        load_limits(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:2:") and "not valid YAML" in problem
 
 
 def test_non_mapping_and_missing_file(tmp_path):
-    assert config_problems(tmp_path, "- 1\n- 2\n") == ["a limit set must be a mapping of limit names to limits"]
-    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read limit set"):
+    assert config_problems(tmp_path, "- 1\n- 2\n") == [
+        "a limit set must be a mapping of keys, not list; map limit names to limits"
+    ]
+    with pytest.raises(ConfigError, match=r"nope\.yaml: limit set not found"):
         load_limits(tmp_path / "nope.yaml")
 
 
