@@ -13,33 +13,7 @@ import itertools
 import statistics
 from dataclasses import dataclass, field
 
-
-@dataclass(slots=True)
-class Totals:
-    """Charge and energy moved; ``discharge_*`` are magnitudes (>= 0)."""
-
-    charge_ah: float = 0.0
-    discharge_ah: float = 0.0
-    charge_wh: float = 0.0
-    discharge_wh: float = 0.0
-
-    @property
-    def net_ah(self) -> float:
-        return self.charge_ah - self.discharge_ah
-
-    @property
-    def net_wh(self) -> float:
-        return self.charge_wh - self.discharge_wh
-
-    def add(self, amps: float, watts: float, dt_s: float) -> None:
-        if amps >= 0:
-            self.charge_ah += amps * dt_s / 3600.0
-        else:
-            self.discharge_ah -= amps * dt_s / 3600.0
-        if watts >= 0:
-            self.charge_wh += watts * dt_s / 3600.0
-        else:
-            self.discharge_wh -= watts * dt_s / 3600.0
+from daq.totals import Totals
 
 
 @dataclass(slots=True)
