@@ -28,7 +28,6 @@ from collections.abc import Callable
 from daq.channels import ALARM_LEVEL, CELL_VOLTAGE_RE, CURRENT, TEMPERATURE, TEMPERATURE_RE, VOLTAGE
 from daq.records import DeviceSchema, Quality, Record
 from daq.safety.events import (
-    ACKNOWLEDGED,
     CLEARED,
     RAISED,
     TRIP,
@@ -586,20 +585,7 @@ class Evaluator:
         out: list[AlarmEvent] = []
         for check, trip in self._alarms.latched.values():
             check.latched = False
-            out.append(
-                AlarmEvent(
-                    t_ns=t,
-                    kind=ACKNOWLEDGED,
-                    limit=trip.limit,
-                    level=TRIP,
-                    device=trip.device,
-                    channel=trip.channel,
-                    value=trip.value,
-                    threshold=trip.threshold,
-                    message=f"{trip.limit} trip on {trip.device} {trip.channel} acknowledged by {who}",
-                    who=who,
-                )
-            )
+            out.append(trip.acknowledged_by(who, t))
         self._alarms.latched.clear()
         return out
 

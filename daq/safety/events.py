@@ -52,6 +52,21 @@ class AlarmEvent:
     message: str
     who: str = ""
 
+    def acknowledged_by(self, who: str, t_ns: int) -> AlarmEvent:
+        """The "acknowledged" event that releases this latched trip."""
+        return AlarmEvent(
+            t_ns=t_ns,
+            kind="acknowledged",
+            limit=self.limit,
+            level=self.level,
+            device=self.device,
+            channel=self.channel,
+            value=self.value,
+            threshold=self.threshold,
+            message=f"{self.limit} trip on {self.device} {self.channel} acknowledged by {who}",
+            who=who,
+        )
+
     @property
     def key(self) -> tuple[str, str, str]:
         """Identity of the alarm this event belongs to: (limit, device, channel)."""

@@ -37,7 +37,7 @@ from daq.safety.ack import ACK_RESULT, AckRequestReader, answered_request_seq, l
 from daq.safety.actions import ActionStep, SafeStateOutcome, bring_to_safe_state
 from daq.safety.device_limits import DeviceLimitsResult, device_limit_values, push_device_limits
 from daq.safety.evaluator import Evaluator
-from daq.safety.events import ACKNOWLEDGED, TRIP, TRIPPED, AlarmEvent
+from daq.safety.events import TRIP, TRIPPED, AlarmEvent
 from daq.safety.interlock import InterlockedDriver
 from daq.safety.limits import LimitSet, load_limits
 
@@ -340,20 +340,7 @@ class SafetyMonitor:
         events = self.evaluator.acknowledge(who)
         t = self._bench.clock.wall_ns()
         for trip in self._own_latched.values():
-            events.append(
-                AlarmEvent(
-                    t_ns=t,
-                    kind=ACKNOWLEDGED,
-                    limit=trip.limit,
-                    level=TRIP,
-                    device=trip.device,
-                    channel=trip.channel,
-                    value=trip.value,
-                    threshold=trip.threshold,
-                    message=f"{trip.limit} trip on {trip.device} {trip.channel} acknowledged by {who}",
-                    who=who,
-                )
-            )
+            events.append(trip.acknowledged_by(who, t))
         self._own_latched.clear()
         journal = self._bench.journal
         extra = {"note": note, "request_seq": request_seq}
