@@ -29,6 +29,7 @@ from benchmarks.common import pid_cpu_s
 from benchmarks.devices import CYCLER_REGMAP, REPO
 
 READY_TIMEOUT_S = 60.0
+REFRESH_S = 0.05  # how long a device's answer to one block read is served from the farm's cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +42,15 @@ class SimDevice:
 class SimFarm:
     """Simulators in a child process. ``ports[name]`` is each device's Modbus TCP port."""
 
-    def __init__(self, devices: list[SimDevice], *, time_scale: float = 1.0) -> None:
+    def __init__(self, devices: list[SimDevice], *, time_scale: float = 1.0, refresh_s: float = REFRESH_S) -> None:
         self.devices = devices
         self.time_scale = time_scale
+        self.refresh_s = refresh_s
         self.ports: dict[str, int] = {}
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        spec = {"time_scale": self.time_scale, "devices": [[d.name, d.kind, d.port] for d in self.devices]}
+        spec = {"time_scale": self.time_scale, "refresh_s": self.refresh_s, "devices": [[d.name, d.kind, d.port] for d in self.devices]}
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.simfarm", json.dumps(spec)],
@@ -196,7 +198,7 @@ async def _serve(spec: dict[str, Any]) -> None:
     from simulators.modbus_server import ModbusTcpServer
 
     scale = float(spec.get("time_scale", 1.0))
-    refresh_s = float(spec.get("refresh_s", 0.05))
+    refresh_s = float(spec.get("refresh_s", REFRESH_S))
     clock = TickClock(ScaledClock(scale) if scale != 1.0 else MonotonicClock())
     servers = []
     ports = {}

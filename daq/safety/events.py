@@ -56,7 +56,7 @@ class AlarmEvent:
         """The "acknowledged" event that releases this latched trip."""
         return AlarmEvent(
             t_ns=t_ns,
-            kind="acknowledged",
+            kind=ACKNOWLEDGED,
             limit=self.limit,
             level=self.level,
             device=self.device,
