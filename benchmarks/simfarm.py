@@ -29,7 +29,7 @@ from benchmarks.common import pid_cpu_s
 from benchmarks.devices import CYCLER_REGMAP, REPO
 
 READY_TIMEOUT_S = 60.0
-REFRESH_S = 0.05  # how long a device's answer to one block read is served from the farm's cache
+REFRESH_S = 0.25  # how long a device's answer to one block read is served from the farm's cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,11 @@ class SimFarm:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        spec = {"time_scale": self.time_scale, "refresh_s": self.refresh_s, "devices": [[d.name, d.kind, d.port] for d in self.devices]}
+        spec = {
+            "time_scale": self.time_scale,
+            "refresh_s": self.refresh_s,
+            "devices": [[d.name, d.kind, d.port] for d in self.devices],
+        }
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.simfarm", json.dumps(spec)],

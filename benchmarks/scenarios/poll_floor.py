@@ -144,7 +144,7 @@ def summarize(rows: list[dict[str, Any]], smoke: bool) -> dict[str, Any]:
         "(time.process_time: all its threads). farm_cpu_pct is the simulator process, % of one core.",
         "rate_ratio = engine polls/s / bare polls/s (1.0 = as fast as bare pymodbus); "
         "cpu_ratio = engine CPU per poll / bare CPU per poll.",
-        "The farm serves a device's reads from a cache refreshed every 50 ms (values still move; see simfarm.py).",
+        "The farm serves a device's reads from a cache refreshed every 250 ms (values still move; see simfarm.py).",
     ]
     goals = [
         goal(
