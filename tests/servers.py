@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -133,6 +133,13 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
 
     def ready(self) -> bool:
         raise NotImplementedError
@@ -520,51 +527,31 @@ def tls_material(tmp_path: Path) -> TlsMaterial:
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
-    server = MosquittoServer(tmp_path / "mosquitto")
-    server.start()
-    try:
+    with MosquittoServer(tmp_path / "mosquitto") as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture
 def mosquitto_tls(tmp_path: Path, tls_material: TlsMaterial) -> Iterator[MosquittoServer]:
     """TLS-only listener, password file with user ``MQTT_USER`` / ``MQTT_PASSWORD``."""
-    server = MosquittoServer(tmp_path / "mosquitto-tls", tls=tls_material, users={MQTT_USER: MQTT_PASSWORD})
-    server.start()
-    try:
+    with MosquittoServer(tmp_path / "mosquitto-tls", tls=tls_material, users={MQTT_USER: MQTT_PASSWORD}) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture
 def influxdb_v1(tmp_path: Path) -> Iterator[InfluxV1Server]:
-    server = InfluxV1Server(tmp_path / "influxdb")
-    server.start()
-    try:
+    with InfluxV1Server(tmp_path / "influxdb") as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture
 def influxdb_v1_auth(tmp_path: Path) -> Iterator[InfluxV1Server]:
     """Auth enabled; admin ``INFLUX_ADMIN`` / ``INFLUX_PASSWORD``."""
-    server = InfluxV1Server(tmp_path / "influxdb-auth", auth=True)
-    server.start()
-    try:
+    with InfluxV1Server(tmp_path / "influxdb-auth", auth=True) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture
 def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetricsServer]:
-    server = VictoriaMetricsServer(tmp_path / "victoria-metrics")
-    server.start()
-    try:
+    with VictoriaMetricsServer(tmp_path / "victoria-metrics") as server:
         yield server
-    finally:
-        server.kill()
