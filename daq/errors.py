@@ -25,11 +25,16 @@ class DaqError(Exception):
     """Base of every error this project raises on purpose."""
 
 
+_CONTROL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)}
+
+
 class ConfigError(DaqError):
     """A configuration file is invalid. ``problems`` holds one line per problem."""
 
     def __init__(self, problems: list[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        lines = [problems] if isinstance(problems, str) else list(problems)
+        # One line per problem, whatever a file's keys or values hold (a key with a newline in it).
+        self.problems = [line.translate(_CONTROL_ESCAPES) for line in lines]
         super().__init__("\n".join(self.problems))
 
 

@@ -19,7 +19,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from daq.config.yamlfile import read_yaml_mapping
+from daq.config.yamlfile import read_config_text, read_yaml_mapping
 from daq.errors import ConfigError
 from daq.profiles.model import (
     STEP_KINDS,
@@ -111,7 +111,7 @@ def _build_steps(raw: Any, ctx: _Context, prefix: str, problems: list[str]) -> l
 def _build_mapping_step(item: dict[str, Any], number: str, ctx: _Context, problems: list[str]) -> Step | None:
     kind = item.get("kind")
     head = f"{ctx.where}: step {number} ({item.get('label') or kind or 'no kind'})"
-    if kind not in STEP_MODELS:
+    if not isinstance(kind, str) or kind not in STEP_MODELS:
         what = "no kind" if kind is None else f"unknown kind {kind!r}"
         problems.append(
             f"{head}: {what}; use kind: one of {', '.join(STEP_KINDS)}, or write the step as a phrase "
@@ -161,15 +161,11 @@ def read_series_csv(
     path: Path, *, allowed: tuple[str, ...] = ("current_a", "c_rate", "power_w", "power_pct")
 ) -> TimeSeries:
     """Read a ``time_s,<quantity>`` CSV ('#' lines are comments). Problems name ``<file>:<line>``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: time-series file not found; put the CSV next to the profile or fix the path "
-            "(it is relative to the profile file)"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the time series ({exc.strerror}); check the file") from exc
+    text = read_config_text(
+        path,
+        "time-series file",
+        not_found_hint="put the CSV next to the profile or fix the path (it is relative to the profile file)",
+    )
 
     problems: list[str] = []
     quantity: str | None = None
