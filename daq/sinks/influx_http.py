@@ -117,12 +117,20 @@ class InfluxWriter:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        # TCP connections opened so far: a new one after the first means the old one broke, maybe
+        # because the server restarted and lost what it had acknowledged (daq.sinks.replay).
+        self.connections_opened = 0
 
     async def __aenter__(self) -> InfluxWriter:
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_create_end.append(self._connection_opened)
         self._session = aiohttp.ClientSession(
-            timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=4)
+            timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=4), trace_configs=[tracing]
         )
         return self
+
+    async def _connection_opened(self, *_: object) -> None:
+        self.connections_opened += 1
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
