@@ -182,7 +182,12 @@ async def test_sigkill_of_daq_broker_and_database_at_random_moments_loses_nothin
         await collector.stop()
     data = [m for m in collector.messages if str(m.topic).endswith("/data")]
     assert not unflagged_repeats(data), "a record sent again without historical: true"
-    # InfluxDB protocol (VictoriaMetrics): every record, once per (series, time)
+    # InfluxDB protocol (VictoriaMetrics): every record, once per (series, time). A confirmed write
+    # may take a moment to show in an export (the server's ingestion buffers), hence the polling.
+    def stored() -> set[tuple[str, int]]:
+        return {(dict(labels)["device"], t) for labels, t in vm_samples(vm_dedup)}
+
+    await eventually(lambda: stored() >= want, what="every journal record in VictoriaMetrics")
     samples = vm_samples(vm_dedup)
     assert {(dict(labels)["device"], t) for labels, t in samples} == want
     twice = [k for k, n in samples.items() if n > 1]

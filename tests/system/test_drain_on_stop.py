@@ -102,7 +102,8 @@ def test_ctrl_c_delivers_the_backlog_before_exit(
     assert cursor(journal, "history") == last
     assert "sink history: everything delivered" in out
     want = {(d, t // 1_000_000) for d, t in journal_keys(journal)}
-    assert want <= vm_keys(victoria_metrics)
+    # confirmed, so it shows up; an export may lag the confirmation by a moment (ingestion buffers)
+    wait_until(lambda: want <= vm_keys(victoria_metrics), timeout_s=30, what="every record in VictoriaMetrics")
 
 
 def test_stop_says_what_is_left_and_sinks_flush_delivers_it(tmp_path: Path):
@@ -122,7 +123,7 @@ def test_stop_says_what_is_left_and_sinks_flush_delivers_it(tmp_path: Path):
         assert "sink history: everything delivered" in out
         assert cursor(journal, "history") == last
         want = {(d, t // 1_000_000) for d, t in journal_keys(journal)}
-        assert want <= vm_keys(server)
+        wait_until(lambda: want <= vm_keys(server), timeout_s=30, what="every record in VictoriaMetrics")
 
 
 def test_sinks_flush_says_what_is_left_when_the_server_stays_down(tmp_path: Path):
