@@ -8,7 +8,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+from daq.cli.journals import add_journal_args, open_run
 from daq.config.loader import LoadedBench, load_bench
+from daq.config.sinks import InfluxSinkConfig
 from daq.errors import DaqError, JournalError
 from daq.journal import JournalReader
 from daq.status import STATUS_KEY
@@ -25,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--journal", help="journal file (default: the bench file's)")
     f.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds (default 60)")
     f.set_defaults(func=cmd_flush)
+
+    v = actions.add_parser("verify", help="check that every record of a run is in an InfluxDB sink's database")
+    v.add_argument("run", nargs="?", default="latest", help="run id, unique prefix or 'latest' (default)")
+    v.add_argument("--sink", required=True, help="name of an influxdb sink of the bench file")
+    v.add_argument("--resend", action="store_true", help="write the missing records again, then check again")
+    add_journal_args(v)
+    v.set_defaults(func=cmd_verify)
 
 
 def _is_journal(path: Path) -> bool:
@@ -99,3 +108,35 @@ def cmd_flush(args: argparse.Namespace) -> int:
     for result in results:
         print(result.describe())
     return 0 if all(r.done for r in results) else EXIT_NOT_ALL_DELIVERED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from daq.sinks import build_sink
+    from daq.sinks.verify import verify_run
+
+    reader, run = open_run(args, args.run)
+    with reader:
+        bench_file = args.bench or run.metadata.get("bench_file")
+        if not bench_file:
+            raise DaqError(f"run {run.run_id} does not name its bench file; pass --bench BENCH")
+        loaded = load_bench(bench_file)
+        configs = {s.name: (i, s) for i, s in enumerate(loaded.config.sinks)}
+        if args.sink not in configs:
+            known = ", ".join(configs) or "none"
+            raise DaqError(f"{loaded.path}: no sink named {args.sink!r} (sinks: {known})")
+        i, config = configs[args.sink]
+        if not isinstance(config, InfluxSinkConfig):
+            raise DaqError(
+                f"sink {args.sink} is {config.kind}: a broker keeps no history to check against;"
+                " verify works for influxdb sinks"
+            )
+        sink = build_sink(
+            config, bench_id=loaded.config.bench.id, journal_path=reader.path, where=f"{loaded.path}: sinks[{i}]"
+        )
+        result = asyncio.run(verify_run(sink, reader, run, resend=args.resend))  # type: ignore[arg-type]
+    if result.resent:
+        print(f"wrote {result.resent} missing records again")
+    print(result.describe())
+    if not result.complete and not args.resend:
+        print(f"write them again with: daq sinks verify {run.run_id} --sink {args.sink} --resend")
+    return 0 if result.complete else EXIT_NOT_ALL_DELIVERED

@@ -145,6 +145,14 @@ class InfluxSink:
     def rejection_log_path(self) -> Path:
         return self._rejections.path
 
+    def writer(self) -> InfluxWriter:
+        """A writer to this sink's database with its credentials (``daq sinks verify``)."""
+        return InfluxWriter(**self._writer_args)
+
+    @property
+    def encoder(self) -> LineProtocolEncoder:
+        return self._encoder
+
     # -- public ----------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:

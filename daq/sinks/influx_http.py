@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from daq.errors import SinkError
 from daq.sinks.backoff import parse_retry_after
 from daq.sinks.credentials import Secret
 
@@ -167,6 +168,18 @@ class InfluxWriter:
             return WriteResult(Outcome.UNREACHABLE, None, f"no answer from {self.url} within {self._timeout.total} s")
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
             return WriteResult(Outcome.UNREACHABLE, None, f"{self.url}: {type(exc).__name__}: {exc}")
+
+    async def get(self, path: str, params: dict[str, str]) -> tuple[int, bytes]:
+        """GET ``<url><path>`` with this writer's credentials and TLS (read-back for verification).
+
+        Raises ``SinkError`` when there is no HTTP answer."""
+        assert self._session is not None, "use InfluxWriter as an async context manager"
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        try:
+            async with self._session.get(f"{self.url}{path}", params=params, headers=headers) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise SinkError(f"cannot read from {self.url}: {type(exc).__name__}: {exc}") from exc
 
     def describe(self) -> dict[str, Any]:
         """Where this writer writes, without credentials."""
