@@ -163,8 +163,10 @@ async def test_sigkill_of_daq_broker_and_database_at_random_moments_loses_nothin
                 await asyncio.to_thread(server.kill)
                 await asyncio.sleep(down)
                 await asyncio.to_thread(server.start)
-        # everything is up again: the sinks catch up, then a clean stop drains the rest
-        seq_now = journal_progress(journal)[0]
+        # everything is up again: the last daq run records (so it is past its start and handles
+        # Ctrl-C), the sinks catch up, then a clean stop drains the rest
+        seq_now = journal_progress(journal)[0] + 50
+        await eventually(lambda: journal_progress(journal)[0] >= seq_now, what="recording again", timeout_s=60)
         await eventually(
             lambda: min(journal_progress(journal)[1:]) >= seq_now, what="both sinks caught up", timeout_s=60
         )
