@@ -8,7 +8,7 @@ moves its cursor back to where it stood ``window_s`` before its latest acknowled
 from there again. InfluxDB overwrites a point with the same series and timestamp, so the rewrite
 costs only bandwidth; MQTT subscribers see the replayed records flagged ``historical``.
 
-``ReplayWindow`` is pure bookkeeping (no I/O); the sink persists ``floor`` in the journal's cursor
+``ReplayWindow`` is the pure bookkeeping; ``JournalReplay`` keeps its floor in the journal's cursor
 table under ``sink:<name>:replay`` (and ``...:replay:events``) so a restarted process goes back as
 far as the killed one would have (ADR 0009).
 """
