@@ -88,6 +88,7 @@ class Bench:
         # name -> callable returning a JSON-able dict; merged into the status snapshot (daq status)
         self.status_providers: dict[str, Callable[[], dict[str, Any]]] = {}
         self.sinks: list[Any] = []
+        self.sink_drain: list[Any] = []  # DrainResult per sink after a stop (daq.sinks.drain)
         self.last_status: dict[str, Any] = {}
 
     @property
@@ -312,7 +313,36 @@ class Bench:
         self._tasks.append(task)
         return task
 
+    async def drain_sinks(self) -> None:
+        """Stop everything but the sinks, then give each sink its ``drain_on_stop_s`` to deliver
+        the backlog before it is cancelled. What is left stays in the journal (``sink_drain``)."""
+        sink_tasks = [t for t in self._tasks if t.get_name().startswith("sink:") and not t.done()]
+        if not sink_tasks:
+            return
+        others = [t for t in self._tasks if t not in sink_tasks]
+        for task in others:
+            task.cancel()
+        for task in others:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = sink_tasks
+        from daq.errors import JournalError
+        from daq.sinks.drain import drain_sinks
+
+        try:
+            await asyncio.to_thread(self.journal.flush)
+        except JournalError as exc:
+            log.error("sinks not drained: %s", exc)
+            return
+        self.sink_drain = await drain_sinks(
+            self.sinks,
+            record_seq=self.journal.committed_record_seq,
+            event_seq=self.journal.committed_event_seq,
+            timeout_for=lambda sink: sink.config.drain_on_stop_s,
+        )
+
     async def stop(self, *, status: str = "completed", reason: str = "") -> None:
+        await self.drain_sinks()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

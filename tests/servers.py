@@ -481,8 +481,11 @@ class VictoriaMetricsServer(ServerProcess):
 
     name = "victoria-metrics"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, dedup: bool = False) -> None:
+        """``dedup``: keep one sample per series and millisecond (``-dedup.minScrapeInterval=1ms``),
+        as a lab server should, so that rewriting a point (the sinks' replay window) is idempotent."""
         super().__init__(workdir)
+        self.dedup = dedup
         self.binary = require_binary(
             "victoria-metrics", package="victoria-metrics", fallback="/usr/bin/victoria-metrics"
         )
@@ -496,6 +499,7 @@ class VictoriaMetricsServer(ServerProcess):
             f"-storageDataPath={self.workdir / 'data'}",
             "-retentionPeriod=100y",
             "-loggerLevel=WARN",
+            *(["-dedup.minScrapeInterval=1ms"] if self.dedup else []),
         ]
 
     def ready(self) -> bool:

@@ -122,6 +122,8 @@ def _summary(bench: Bench, console: Console) -> None:
             f"  {name}: {s.polls} polls, {s.good_polls} good, {s.timeouts} timeouts, {s.errors} errors,"
             f" {s.missed} missed" + (f" — last error: {s.last_error}" if s.last_error else "")
         )
+    for drained in bench.sink_drain:  # one line each, never wrapped: scripts grep for them
+        console.print(f"  {drained.describe()}", style=None if drained.done else "bold yellow", soft_wrap=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

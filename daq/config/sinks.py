@@ -100,6 +100,25 @@ class TlsConfig(_Strict):
         return self
 
 
+def _replay_window(default_s: float) -> Any:
+    return Field(
+        default=default_s,
+        ge=0,
+        le=3600,
+        description="after a failure or restart, send again what was acknowledged in the last this many seconds"
+        " (the server may have lost it in a crash); at least the server's flush interval; 0: off",
+    )
+
+
+def _drain_on_stop() -> Any:
+    return Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="on a clean stop, wait up to this long for the backlog to be delivered before exiting",
+    )
+
+
 class MqttQosConfig(_Strict):
     """QoS per topic class. With QoS >= 1 a record counts as delivered only after the broker's ack."""
 
@@ -134,6 +153,8 @@ class MqttSinkConfig(_Strict):
     )
     metrics_period_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     backoff: BackoffConfig = BackoffConfig()
+    replay_window_s: float = _replay_window(30.0)
+    drain_on_stop_s: float = _drain_on_stop()
 
     @field_validator("topic_prefix")
     @classmethod
@@ -193,6 +214,8 @@ class InfluxSinkConfig(_Strict):
         default=False, description="gzip request bodies: less bandwidth over slow links, more CPU on the bench"
     )
     backoff: BackoffConfig = BackoffConfig()
+    replay_window_s: float = _replay_window(30.0)
+    drain_on_stop_s: float = _drain_on_stop()
 
     @field_validator("url")
     @classmethod

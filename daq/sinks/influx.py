@@ -41,6 +41,7 @@ from daq.sinks.base import (
 from daq.sinks.credentials import client_ssl_context, read_optional_secret, read_secret
 from daq.sinks.influx_http import InfluxWriter, Outcome, WriteResult
 from daq.sinks.lineprotocol import LineProtocolEncoder
+from daq.sinks.replay import JournalReplay, Position
 
 if TYPE_CHECKING:
     import random
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 
 RECORD, EVENT = 0, 1
 EVENT_BATCH = 1000
+
+
+class _SendAgain(Exception):
+    """A write failed after recent acknowledgements: deliver again from the replay window's floor."""
 
 
 @dataclass(slots=True)
@@ -127,6 +132,8 @@ class InfluxSink:
         # (seq, t_ns) of records read but not yet acknowledged, oldest first: the backlog's age
         self._pending: deque[tuple[int, int]] = deque()
         self._prepared = False
+        self._replay = JournalReplay(config.name, config.replay_window_s, self._feed)
+        self._connections_seen = 0  # of the current InfluxWriter
 
     @staticmethod
     def _plain_or_secret(value: str | SecretSource | None, *, what: str) -> str | None:
@@ -138,12 +145,20 @@ class InfluxSink:
     def rejection_log_path(self) -> Path:
         return self._rejections.path
 
+    def writer(self) -> InfluxWriter:
+        """A writer to this sink's database with its credentials (``daq sinks verify``)."""
+        return InfluxWriter(**self._writer_args)
+
+    @property
+    def encoder(self) -> LineProtocolEncoder:
+        return self._encoder
+
     # -- public ----------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
         return self._metrics.snapshot(
             now_ns=self._clock.wall_ns(), rate=self._rate.rate(), journal_seq=self._feed.newest_committed()
-        )
+        ) | {"replayed_records": self._replay.replayed_records}
 
     async def run(self) -> None:
         """Forward forever; retry with jittered backoff; cancel to stop."""
@@ -155,6 +170,8 @@ class InfluxSink:
                         await self._forward(writer)
                 except asyncio.CancelledError:
                     raise
+                except _SendAgain:
+                    continue  # deliver from the replay floor now (a failed write has backed off already)
                 except Exception as exc:
                     self._failed(exc)
                 await self._refresh_backlog()
@@ -171,7 +188,24 @@ class InfluxSink:
         reader = await self._feed.open()
         self._metrics.cursor = await self._feed.call(reader.get_cursor, self._cursor_name)
         self._metrics.event_cursor = await self._feed.call(reader.get_cursor, self._event_cursor_name)
+        await self._replay.load(Position(self._metrics.cursor, self._metrics.event_cursor))
         self._prepared = True
+
+    def _reconnected(self, writer: InfluxWriter) -> bool:
+        """The last write needed a new connection although one had worked: the server may have
+        restarted (a crash answers nothing, the next connection simply works) and lost data."""
+        seen, self._connections_seen = self._connections_seen, writer.connections_opened
+        return (
+            seen >= 1
+            and writer.connections_opened > seen
+            and self._replay.behind(Position(self._metrics.cursor, self._metrics.event_cursor))
+        )
+
+    async def _rewind(self) -> None:
+        """On every (re)connection: send again what the server may have lost (daq.sinks.replay)."""
+        m = self._metrics
+        m.cursor, m.event_cursor = await self._replay.rewind(Position(m.cursor, m.event_cursor))
+        m.oldest_pending_t_ns = None
 
     async def _refresh_backlog(self) -> None:
         reader = self._feed.reader
@@ -209,6 +243,8 @@ class InfluxSink:
         """Deliver batch after batch; the next batch is read and encoded while the current one is
         on the wire (reading and encoding cost about as much as the database's answer)."""
         m = self._metrics
+        await self._rewind()
+        self._connections_seen = 0
         self._pending.clear()
         upcoming = asyncio.create_task(self._collect(m.cursor, m.event_cursor), name=f"sink:{self.name}:read")
         try:
@@ -285,6 +321,8 @@ class InfluxSink:
                 await self._acknowledge(chunk, delivered=True)
                 self._errors.recovered()
                 self._backoff.reset()
+                if self._reconnected(writer):
+                    raise _SendAgain
             elif result.outcome in (Outcome.TOO_LARGE, Outcome.REJECTED) and len(chunk) > 1:
                 # Halve: a body over the server's limit, or a batch with a line it refuses.
                 pending.popleft()
@@ -299,6 +337,8 @@ class InfluxSink:
             else:
                 self._errors.failed(self._describe(result))
                 await asyncio.sleep(self._backoff.next_delay(at_least_s=result.retry_after_s))
+                if self._replay.behind(Position(self._metrics.cursor, self._metrics.event_cursor)):
+                    raise _SendAgain
 
     async def _acknowledge(self, chunk: list[_Item], *, delivered: bool) -> None:
         record_seq = max((i.seq for i in chunk if i.stream == RECORD), default=None)
@@ -319,6 +359,7 @@ class InfluxSink:
         while pending and pending[0][0] <= m.cursor:
             pending.popleft()
         m.oldest_pending_t_ns = pending[0][1] if pending else None
+        await self._replay.acknowledged(Position(m.cursor, m.event_cursor))
 
     async def _reject(self, item: _Item, result: WriteResult) -> None:
         """Write the refusal down (log file, journal event, metrics) before the cursor passes it."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from daq.errors import SinkError
 from daq.sinks.backoff import parse_retry_after
 from daq.sinks.credentials import Secret
 
@@ -117,12 +118,20 @@ class InfluxWriter:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        # TCP connections opened so far: a new one after the first means the old one broke, maybe
+        # because the server restarted and lost what it had acknowledged (daq.sinks.replay).
+        self.connections_opened = 0
 
     async def __aenter__(self) -> InfluxWriter:
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_create_end.append(self._connection_opened)
         self._session = aiohttp.ClientSession(
-            timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=4)
+            timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=4), trace_configs=[tracing]
         )
         return self
+
+    async def _connection_opened(self, *_: object) -> None:
+        self.connections_opened += 1
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
@@ -159,6 +168,18 @@ class InfluxWriter:
             return WriteResult(Outcome.UNREACHABLE, None, f"no answer from {self.url} within {self._timeout.total} s")
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
             return WriteResult(Outcome.UNREACHABLE, None, f"{self.url}: {type(exc).__name__}: {exc}")
+
+    async def get(self, path: str, params: dict[str, str]) -> tuple[int, bytes]:
+        """GET ``<url><path>`` with this writer's credentials and TLS (read-back for verification).
+
+        Raises ``SinkError`` when there is no HTTP answer."""
+        assert self._session is not None, "use InfluxWriter as an async context manager"
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        try:
+            async with self._session.get(f"{self.url}{path}", params=params, headers=headers) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise SinkError(f"cannot read from {self.url}: {type(exc).__name__}: {exc}") from exc
 
     def describe(self) -> dict[str, Any]:
         """Where this writer writes, without credentials."""

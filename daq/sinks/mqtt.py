@@ -42,6 +42,7 @@ from daq.sinks.mqtt_payload import (
     event_payload,
     metrics_payload,
 )
+from daq.sinks.replay import JournalReplay, Position
 
 if TYPE_CHECKING:
     import random
@@ -118,13 +119,14 @@ class MqttSink:
         self._prepared = False
         self._replay_until = 0
         self._replay_until_event = 0
+        self._replay = JournalReplay(config.name, config.replay_window_s, self._feed)
 
     # -- public ----------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
         return self._metrics.snapshot(
             now_ns=self._clock.wall_ns(), rate=self._rate.rate(), journal_seq=self._feed.newest_committed()
-        )
+        ) | {"replayed_records": self._replay.replayed_records}
 
     async def run(self) -> None:
         """Forward forever; reconnect with jittered backoff; cancel to stop (bench marked offline)."""
@@ -164,6 +166,7 @@ class MqttSink:
             if not events:
                 break
             after = events[-1].seq
+        await self._replay.load(Position(self._metrics.cursor, self._metrics.event_cursor))
         self._prepared = True
 
     async def _refresh_backlog(self) -> None:
@@ -241,6 +244,9 @@ class MqttSink:
     async def _on_connected(self, client: aiomqtt.Client) -> None:
         reader = self._feed.reader
         assert reader is not None
+        # What the broker acknowledged just before a crash may be gone: send it again (daq.sinks.replay).
+        m = self._metrics
+        m.cursor, m.event_cursor = await self._replay.rewind(Position(m.cursor, m.event_cursor))
         # Everything already journaled when the connection came up is a replay: flagged historical.
         self._replay_until = await self._feed.call(reader.last_record_seq)
         self._replay_until_event = await self._feed.call(reader.last_event_seq)
@@ -308,6 +314,7 @@ class MqttSink:
         m.last_delivery_at = iso_ns(self._clock.wall_ns())
         m.oldest_pending_t_ns = None if m.cursor >= m.journal_seq else m.oldest_pending_t_ns
         self._rate.add(len(batch.messages))
+        await self._replay.acknowledged(Position(m.cursor, m.event_cursor))
         changed = [
             (device, state_t)
             for device, state_t in batch.device_states.items()
@@ -347,6 +354,7 @@ class MqttSink:
         await self._feed.call(self._feed.reader.set_cursor, self._event_cursor_name, last)  # type: ignore[union-attr]
         self._metrics.event_cursor = last
         self._metrics.delivered_events += len(events)
+        await self._replay.acknowledged(Position(self._metrics.cursor, last))
 
     async def _publish_metrics(self, client: aiomqtt.Client) -> None:
         while True:

@@ -185,6 +185,23 @@ class MqttCollector:
         return {(p["device"], p["t_ns"]) for p in self.payloads("/data")}
 
 
+def unflagged_repeats(messages: Iterable[aiomqtt.Message]) -> list[tuple[str, int]]:
+    """Records received again without ``historical: true``.
+
+    A repeat the sink sent (replay after a reconnect or restart) is flagged historical. The one
+    other repeat is the broker's own QoS 1 redelivery after it restarted from its saved state: the
+    very same bytes again, which consumers drop by ``seq``; it is not counted here."""
+    first: dict[tuple[str, int], bytes] = {}
+    wrong: list[tuple[str, int]] = []
+    for m in messages:
+        p = json.loads(m.payload)
+        key = (p["device"], p["t_ns"])
+        if key in first and not p["historical"] and m.payload != first[key]:
+            wrong.append(key)
+        first.setdefault(key, m.payload)
+    return wrong
+
+
 def mqtt_config(port: int, **overrides: Any) -> dict[str, Any]:
     """A bench-file ``sinks:`` entry for a test broker, with fast backoff."""
     return {

@@ -302,7 +302,8 @@ async def test_v2_sink_restart_resumes_from_cursor_without_resending(
 ):
     proxy = await FaultProxy(victoria_metrics.url).start()
     bench = SyntheticBench(journal, bench_id=BENCH)
-    first = v2_sink(journal, proxy.url)
+    # replay window off: a restart resends nothing (test_replay_window.py covers it on)
+    first = v2_sink(journal, proxy.url, replay_window_s=0)
     task = start(first)
     try:
         bench.write(100)
@@ -310,7 +311,7 @@ async def test_v2_sink_restart_resumes_from_cursor_without_resending(
         await eventually(lambda: first.metrics()["cursor"] == 200, what="first part acknowledged")
         await stop_task(task)
         bench.write(150)  # journaled while no sink runs
-        second = v2_sink(journal, proxy.url)
+        second = v2_sink(journal, proxy.url, replay_window_s=0)
         task = start(second)
         await eventually(lambda: second.metrics()["cursor"] == 500, what="second part acknowledged")
         await all_in_vm(victoria_metrics, bench)
