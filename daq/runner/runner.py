@@ -48,7 +48,9 @@ from daq.runner.state import (
     RunnerState,
     StepProgress,
 )
+from daq.runner.step_limits import StepLimitError, current_problem, step_currents
 from daq.runner.steps import (
+    CurrentLimits,
     StepReadings,
     command_at,
     commanded_current,
@@ -59,6 +61,8 @@ from daq.runner.steps import (
 )
 from daq.runner.summary import CycleAccumulator, StepResult
 from daq.runner.target import TestTarget
+from daq.safety.limits import LimitSet
+from daq.safety.step_limits import step_limit_set
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +157,7 @@ class TestRunner:
         self._fault: str | None = None
         self._exit_reason: str | None = None
         self._temp_index: dict[int, tuple[int, ...]] = {}
+        self._active_limits: dict[int, LimitSet] = {}  # by plan step index
         self._identity = process_identity()
         self._paused_at_mono = self.clock.monotonic()
         self._device_min_period_s = next(
@@ -262,11 +267,11 @@ class TestRunner:
         active = _Active(item, progress, totals or Totals())
         self._set_record_period(item)
         self._set_step_limits(None)  # the global limits while the current changes over
-        command = command_at(step, progress.elapsed_before_s, self.target.currents)
+        command = command_at(step, progress.elapsed_before_s, self._currents(item))
         previous_elapsed = self._elapsed(previous[0]) if previous is not None else 0.0
         t_sent = self.clock.wall_ns()
         try:
-            await self._apply(command)
+            await self._apply(command, item)
         except DriverError as exc:
             # The cycler did not take the step: make it safe and wait for the operator.
             self._integrator.switch(t_sent, active.totals, commanded_a=0.0)
@@ -285,7 +290,7 @@ class TestRunner:
         self._integrator.switch(t_switch, active.totals, commanded_a=commanded_current(command))
         if previous is not None:  # its journal and state writes wait until the new command is in
             self._finish(previous[0], previous[1], t_switch, next_item=item, elapsed_s=previous_elapsed)
-        self._set_step_limits(step_category(step))
+        self._set_step_limits(item)
         if progress.started_ns == 0:
             progress.started_ns = t_ns
         progress.active_since_ns = t_ns
@@ -472,6 +477,8 @@ class TestRunner:
         if channel is None:
             return
         value = step.setpoint_at(at_s + 1e-9)
+        if channel == "current_setpoint_a":
+            self._check_current(active.item, value)
         try:
             await self.control.driver.write(channel, value)
         except DriverError as exc:
@@ -571,15 +578,15 @@ class TestRunner:
             return False
         paused_s = self.clock.monotonic() - self._paused_at_mono
         self._set_record_period(active.item)
-        command = command_at(active.item.resolved, active.progress.elapsed_before_s, self.target.currents)
+        command = command_at(active.item.resolved, active.progress.elapsed_before_s, self._currents(active.item))
         t_sent = self.clock.wall_ns()
         try:
-            await self._apply(command)
+            await self._apply(command, active.item)
         except DriverError as exc:
             await self._make_safe()
             self.reason = f"cycler {self.target.cycler} did not take the step: {exc}"
             return False
-        self._set_step_limits(step_category(active.item.resolved))
+        self._set_step_limits(active.item)
         t_ns = self.clock.wall_ns()
         self._integrator.switch((t_sent + t_ns) // 2, active.totals, commanded_a=commanded_current(command))
         if active.progress.started_ns == 0:
@@ -761,11 +768,46 @@ class TestRunner:
                     return "; ".join(messages)
         return "the safety monitor is tripped"
 
-    def _set_step_limits(self, name: str | None) -> None:
+    def _set_step_limits(self, item: PlanItem | None) -> None:
+        """Make ``item``'s limits the active ones (its category's and its own ``limits:``), or
+        the global ones (None: between steps, paused, ended)."""
         safety = getattr(self.bench, "safety", None)
         setter = getattr(safety, "set_step_limits", None)
-        if callable(setter):
-            setter(name)
+        if not callable(setter):
+            return
+        if item is None:
+            setter(None, step=self._active.number if self._active is not None else None)
+            return
+        step = item.resolved
+        label = f"step {item.number} ({describe_step(item.step)})"
+        setter(step_category(step), step.limits, step=item.step_count + 1, label=label)
+
+    def _step_active_limits(self, item: PlanItem) -> LimitSet | None:
+        """The limits that will be active while ``item`` runs (None: the bench has no safety)."""
+        limits = getattr(getattr(self.bench, "safety", None), "limits", None)
+        if not isinstance(limits, LimitSet):
+            return None
+        active = self._active_limits.get(item.step_index)
+        if active is None:
+            step = item.resolved
+            active = step_limit_set(limits, step_category(step), step.limits, where=f"step {item.number}")
+            self._active_limits[item.step_index] = active
+        return active
+
+    def _currents(self, item: PlanItem) -> CurrentLimits:
+        """The current bounds of ``item``: the bench's, tightened by the step's active limits."""
+        active = self._step_active_limits(item)
+        return self.target.currents if active is None else step_currents(self.target.currents, active)
+
+    def _check_current(self, item: PlanItem | None, current_a: float | None) -> None:
+        """Refuse to send a current the step's active limits would trip on (profiles are checked
+        before they start; this guards the command path itself)."""
+        active = None if item is None or current_a is None else self._step_active_limits(item)
+        if active is None or current_a is None:
+            return
+        problem = current_problem(current_a, active)
+        if problem is not None:
+            raise StepLimitError(f"step {item.number}: {problem}; not sent")  # type: ignore[union-attr]
 
     def _poll_period_for(self, item: PlanItem) -> float:
         step = item.resolved
@@ -782,9 +824,11 @@ class TestRunner:
         self.bench.context.step = active.number
         self.bench.context.cycle = active.item.cycle_index
 
-    async def _apply(self, command: CyclerCommand) -> None:
+    async def _apply(self, command: CyclerCommand, item: PlanItem) -> None:
         if self._tripped():
             raise _Trip
+        if command.mode != CyclerMode.CP:
+            self._check_current(item, command.current_a)
         # CyclerControl.apply skips a zero voltage and CP's clamp; a stale clamp from the previous
         # step would hold the current at zero, so the clamp is always written here.
         if command.mode != CyclerMode.REST and self.control.has("voltage_setpoint_v"):

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daq.channels import OUTPUT_ON
@@ -40,6 +40,7 @@ from daq.safety.evaluator import Evaluator
 from daq.safety.events import TRIP, TRIPPED, AlarmEvent
 from daq.safety.interlock import InterlockedDriver
 from daq.safety.limits import LimitSet, load_limits
+from daq.safety.step_limits import STEP_LIMITS, step_limit_set
 
 if TYPE_CHECKING:
     from daq.bench import Bench
@@ -87,6 +88,7 @@ class SafetyMonitor:
         if limits is None:
             limits = getattr(bench.loaded, "limits", None) or load_limits(self.limits_path)
         self.limits: LimitSet = limits
+        self.active_limits: LimitSet = limits  # the global set, tightened while a step runs
         self.evaluator = Evaluator(limits, clock_ns=bench.clock.wall_ns)
         self.on_trip: list[Callable[[AlarmEvent], None]] = []
         self.abort_reason = ""
@@ -322,13 +324,34 @@ class SafetyMonitor:
 
     # --- runner API --------------------------------------------------------------------------
 
-    def set_step_limits(self, step_name: str | None) -> list[AlarmEvent]:
-        """Switch to the limits of the named step (``limits.steps``), or back to the global ones."""
-        limits = self.limits if step_name is None else self.limits.for_step(step_name)
+    def set_step_limits(
+        self,
+        step_name: str | None,
+        overrides: Sequence[Mapping[str, Any]] = (),
+        *,
+        step: int | None = None,
+        label: str = "",
+    ) -> list[AlarmEvent]:
+        """Switch to the limits of a step, or back to the global ones (``step_name`` None, no overrides).
+
+        The active set is the global set, tightened by ``limits.steps[step_name]`` if the limit set
+        has it, then by each of ``overrides`` in turn (the profile step's own ``limits:``, enclosing
+        loops first). Each may only tighten: a looser one raises ConfigError (the runner validates
+        profiles before they start, so this only guards against a bypass). The switch is journaled
+        with the full active set, so ``daq check`` replays exactly what judged each record.
+        """
+        limits = step_limit_set(self.limits, step_name, overrides, where=label or f"step {step}")
         events = self.evaluator.set_step_limits(limits)
         self.step_name = step_name
+        self.active_limits = limits
         self._mapped_step = -1  # re-learn the step number -> name pair on the next record
-        self._event("safety.step_limits", {"step": step_name, "tightened": step_name in self.limits.steps})
+        tightened = limits is not self.limits
+        data: dict[str, Any] = {"step": step_name, "tightened": tightened}
+        if step is not None:
+            data.update(step_number=step, label=label, overrides=[dict(o) for o in overrides])
+        if tightened:
+            data["limits"] = limits.model_dump(mode="json")
+        self._event(STEP_LIMITS, data)
         if events:
             self._publish(events)
         return events
