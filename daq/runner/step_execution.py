@@ -22,7 +22,7 @@ from daq.runner.state import (
     SUMMARY_KEY,
     StepProgress,
 )
-from daq.runner.step_limits import StepLimitError, current_problem, step_currents
+from daq.runner.step_limits import StepLimitError, current_problem, step_currents, voltage_problem
 from daq.runner.steps import (
     CurrentLimits,
     command_at,
@@ -285,7 +285,7 @@ class StepExecution(RunnerBase):
             return
         value = step.setpoint_at(at_s + 1e-9)
         if channel == "current_setpoint_a":
-            self._check_current(active.item, value)
+            self._check_setpoints(active.item, current_a=value)
         try:
             await self.control.driver.write(channel, value)
         except DriverError as exc:
@@ -354,15 +354,24 @@ class StepExecution(RunnerBase):
         active = self._step_active_limits(item)
         return self.target.currents if active is None else step_currents(self.target.currents, active)
 
-    def _check_current(self, item: PlanItem | None, current_a: float | None) -> None:
-        """Refuse to send a current the step's active limits would trip on (profiles are checked
-        before they start; this guards the command path itself)."""
-        active = None if item is None or current_a is None else self._step_active_limits(item)
-        if active is None or current_a is None:
+    def _check_setpoints(
+        self, item: PlanItem, *, current_a: float | None = None, voltage_v: float | None = None, floor: bool = False
+    ) -> None:
+        """Refuse to send a setpoint the step's active limits would trip on (profiles are checked
+        before they start; this guards the command path itself). ``floor``: the voltage is a
+        discharge's lower clamp."""
+        active = self._step_active_limits(item)
+        if active is None:
             return
-        problem = current_problem(current_a, active)
+        problems = []
+        if current_a is not None:
+            problems.append(current_problem(current_a, active))
+        if voltage_v:
+            series = self.target.series_cells
+            problems.append(voltage_problem(voltage_v, active, series_cells=series, floor=floor))
+        problem = next((p for p in problems if p is not None), None)
         if problem is not None:
-            raise StepLimitError(f"step {item.number}: {problem}; not sent")  # type: ignore[union-attr]
+            raise StepLimitError(f"step {item.number}: {problem}; not sent")
 
     def _poll_period_for(self, item: PlanItem) -> float:
         step = item.resolved
@@ -382,8 +391,13 @@ class StepExecution(RunnerBase):
     async def _apply(self, command: CyclerCommand, item: PlanItem) -> None:
         if self._tripped():
             raise SafetyTripped
-        if command.mode != CyclerMode.CP:
-            self._check_current(item, command.current_a)
+        discharging = command.current_a < 0 if command.mode != CyclerMode.CP else command.power_w < 0
+        self._check_setpoints(
+            item,
+            current_a=None if command.mode == CyclerMode.CP else command.current_a,
+            voltage_v=command.voltage_v,
+            floor=discharging,
+        )
         # CyclerControl.apply skips a zero voltage and CP's clamp; a stale clamp from the previous
         # step would hold the current at zero, so the clamp is always written here.
         if command.mode != CyclerMode.REST and self.control.has("voltage_setpoint_v"):

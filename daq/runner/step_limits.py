@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from daq.errors import ConfigError, DaqError
 from daq.profiles import Plan, ResolvedStep
-from daq.runner.steps import CurrentLimits, step_category
+from daq.runner.steps import CurrentLimits, step_category, step_direction, voltage_clamp
 from daq.safety.limits import LimitSet, UpperLimit
 from daq.safety.step_limits import step_limit_set
 
@@ -47,7 +47,8 @@ def check_plan_limits(plan: Plan, limits: LimitSet | None, *, bench: str) -> lis
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        problems.extend(f"{where}: {p}" for p in command_problems(step, active))
+        series = plan.scale.series_cells
+        problems.extend(f"{where}: {p}" for p in command_problems(step, active, series_cells=series))
     return problems
 
 
@@ -57,18 +58,17 @@ def require_plan_limits(plan: Plan, limits: LimitSet | None, *, bench: str) -> N
         raise ConfigError(problems)
 
 
-def command_problems(step: ResolvedStep, active: LimitSet) -> list[str]:
-    """Currents the step itself commands that its active limits would trip on."""
+def command_problems(step: ResolvedStep, active: LimitSet, *, series_cells: int) -> list[str]:
+    """Setpoints the step itself commands that its active limits would trip on."""
     charge_a, discharge_a = _commanded_extremes(step)
-    problems = []
-    for magnitude, name in ((charge_a, "charge_current_max_a"), (discharge_a, "discharge_current_max_a")):
-        trip = _trip(getattr(active, name))
-        if magnitude > 0 and trip is not None and magnitude >= trip:
-            problems.append(
-                f"commands {magnitude:g} A, but its limits {name}.trip is {trip:g} A;"
-                " lower the step's current or raise its limit"
-            )
-    return problems
+    problems = [p for p in (current_problem(charge_a, active), current_problem(-discharge_a, active)) if p]
+    clamp = voltage_clamp(step)
+    for voltage, floor in ((step.voltage_v, False), (clamp, step_direction(step) < 0)):
+        if voltage:
+            problem = voltage_problem(voltage, active, series_cells=series_cells, floor=floor)
+            if problem is not None and problem not in problems:
+                problems.append(problem)
+    return [f"commands {p}; change the step's setpoint or its limits" for p in problems]
 
 
 def current_problem(current_a: float, active: LimitSet) -> str | None:
@@ -77,7 +77,22 @@ def current_problem(current_a: float, active: LimitSet) -> str | None:
     trip = _trip(getattr(active, name))
     if current_a == 0 or trip is None or abs(current_a) < trip:
         return None
-    return f"{abs(current_a):g} A is at or beyond the active {name}.trip {trip:g} A"
+    return f"{abs(current_a):g} A, at or beyond its limits {name}.trip {trip:g} A"
+
+
+def voltage_problem(voltage_v: float, active: LimitSet, *, series_cells: int, floor: bool = False) -> str | None:
+    """Why a voltage setpoint (a ceiling; with ``floor``, a discharge's floor) may not be commanded."""
+    names = ("pack_voltage_min_v", "cell_voltage_min_v") if floor else ("pack_voltage_max_v", "cell_voltage_max_v")
+    for name in names:
+        limit = getattr(active, name)
+        trip = None if limit is None else limit.trip
+        if trip is None:
+            continue
+        factor = 1 if name.startswith("pack") else series_cells
+        if (voltage_v <= trip * factor) if floor else (voltage_v >= trip * factor):
+            per = f" x {series_cells} cells" if factor != 1 else ""
+            return f"{voltage_v:g} V, at or beyond its limits {name}.trip {trip:g} V{per}"
+    return None
 
 
 def step_currents(base: CurrentLimits, active: LimitSet) -> CurrentLimits:

@@ -94,9 +94,14 @@ async def test_a_step_limit_trips_where_the_global_limit_would_not_and_daq_check
             "step 2 (gentle charge): limits: pack_voltage_max_v.trip: 60.0 is higher than the global 59.5",
         ),
         (
+            {"until": {"voltage_above_v": 4.1}, **STEP_LIMIT},  # the CC clamp would be 57.4 V
+            True,
+            "step 2 (gentle charge): commands 57.4 V, at or beyond its limits pack_voltage_max_v.trip 52.8 V;",
+        ),
+        (
             {"charge_current_max_a": {"trip": 10.0}},
             True,
-            "step 2 (gentle charge): commands 13.5 A, but its limits charge_current_max_a.trip is 10 A",
+            "step 2 (gentle charge): commands 13.5 A, at or beyond its limits charge_current_max_a.trip 10 A;",
         ),
         (STEP_LIMIT, False, "step 2 (gentle charge): limits: the bench"),
     ],
@@ -112,7 +117,9 @@ def test_step_limits_that_cannot_protect_reject_the_profile_before_the_test_star
         bench = safety_bench(tmp_path, GLOBAL)
     else:
         bench = sim_bench(tmp_path)
-    profile = write_profile(tmp_path, [STEPS[0], {**STEPS[1], "limits": step_limits}])
+    until = step_limits.pop("until", None)
+    charge = {**STEPS[1], "limits": step_limits} | ({"until": until} if until else {})
+    profile = write_profile(tmp_path, [STEPS[0], charge])
     assert main(["test", "start", str(bench), str(profile)]) == 2
     err = capsys.readouterr().err
     assert f"error: {profile}: {expected}" in err, err
