@@ -1,4 +1,4 @@
-"""The small interfaces the bench hands its parts, so no part imports the bench (ADR 0013).
+"""The small interfaces the bench hands its parts, so no part imports the bench (ADR 0014).
 
 ``daq.bench`` is the composition root: it builds the safety monitor, the status reporter and the
 journal budget and gives each only what it uses: the journal, the run id, the clock, the cyclers

@@ -2,7 +2,7 @@
 
 Wiring (``Bench.start`` creates it when the bench file has ``safety:``). It never sees the bench: it
 gets the journal, the run id, the clock, the cyclers (what the ladder and the interlock act on) and
-a task spawner (``daq.ports``); the bench makes ``hook`` its first record hook (ADR 0013).
+a task spawner (``daq.ports``); the bench makes ``hook`` its first record hook (ADR 0014).
 
 - ``hook(record)`` is the bench's FIRST record hook, so every record is judged before the journal
   and long before any sink. It is synchronous: it evaluates, queues alarm events on the journal
