@@ -167,9 +167,9 @@ class SafetyMonitor:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore a latch of a resumed run, install the interlock, push device limits, hook in,
-        start the tasks. DeviceLimitError if the device limits do not read back. The caller then
-        makes ``hook`` the first record hook and ``status`` a status section."""
+        """Restore a latch of a resumed run, install the interlock, push device limits, start the
+        tasks. DeviceLimitError if the device limits do not read back. The caller then makes
+        ``hook`` the first record hook (before any poller starts) and ``status`` a status section."""
         self._event(
             "safety.limits",
             {
