@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,7 @@ class RunnerBase:
     _exit_reason: str | None
     _temp_index: dict[int, tuple[int, ...]]
     _active_limits: dict[int, LimitSet]
+    _profile_layers: dict[str | None, tuple[Mapping[str, Any], ...]]
     _identity: dict[str, Any]
     _paused_at_mono: float
     _device_min_period_s: float

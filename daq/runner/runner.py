@@ -30,7 +30,7 @@ import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from daq.bench import Bench
@@ -95,6 +95,7 @@ class TestRunner(StepExecution, EndConditions, OperatorControl, Resume):
         self._exit_reason: str | None = None
         self._temp_index: dict[int, tuple[int, ...]] = {}
         self._active_limits: dict[int, LimitSet] = {}  # by plan step index
+        self._profile_layers: dict[str | None, tuple[Mapping[str, Any], ...]] = {}  # by step kind
         self._identity = process_identity()
         self._paused_at_mono = self.clock.monotonic()
         self._device_min_period_s = next(

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from daq.channels import CyclerMode
@@ -22,7 +23,14 @@ from daq.runner.state import (
     SUMMARY_KEY,
     StepProgress,
 )
-from daq.runner.step_limits import StepLimitError, current_problem, step_currents, voltage_problem
+from daq.runner.step_limits import (
+    StepLimitError,
+    current_problem,
+    profile_limit_layers,
+    step_currents,
+    step_overrides,
+    voltage_problem,
+)
 from daq.runner.steps import (
     CurrentLimits,
     command_at,
@@ -335,7 +343,15 @@ class StepExecution(RunnerBase):
             return
         step = item.resolved
         label = f"step {item.number} ({describe_step(item.step)})"
-        setter(step_category(step), step.limits, step=item.step_count + 1, label=label)
+        setter(step_category(step), self._overrides(item), step=item.step_count + 1, label=label)
+
+    def _overrides(self, item: PlanItem) -> tuple[Mapping[str, Any], ...]:
+        """``item``'s override layers: the profile-wide limits (read once per step kind), loops', its own."""
+        category = step_category(item.resolved)
+        layers = self._profile_layers.get(category)
+        if layers is None:
+            layers = self._profile_layers[category] = profile_limit_layers(self.plan.profile, category)
+        return step_overrides(layers, item.resolved)
 
     def _step_active_limits(self, item: PlanItem) -> LimitSet | None:
         """The limits that will be active while ``item`` runs (None: the bench has no safety)."""
@@ -345,7 +361,8 @@ class StepExecution(RunnerBase):
         active = self._active_limits.get(item.step_index)
         if active is None:
             step = item.resolved
-            active = step_limit_set(limits, step_category(step), step.limits, where=f"step {item.number}")
+            where = f"step {item.number}"
+            active = step_limit_set(limits, step_category(step), self._overrides(item), where=where)
             self._active_limits[item.step_index] = active
         return active
 

@@ -1,23 +1,29 @@
 """A profile's per-step limits against the bench's limit set, before anything runs.
 
 Every leaf step of the plan gets its active limit set (``daq.safety.step_limits``: the bench's
-limits, tightened by ``steps.<category>`` and by the profile's ``limits:`` on its loops and on the
-step). ``check_plan_limits`` lists every reason a profile cannot run under them: a step limit looser
-than the set below it, step limits on a bench without ``safety:`` (they would protect nothing), or
-a step that commands more current than its own active limits allow. ``step_currents`` tightens the
-runner's current bounds to a step's active limits, so the commands stay inside them.
+limits, tightened by ``steps.<category>``, by the profile-wide ``limits:`` and by ``limits:`` on
+its loops and on the step). ``check_plan_limits`` lists every reason a profile cannot run under
+them: a limit looser than the layer below it, profile limits on a bench without ``safety:`` (they
+would protect nothing), or a step whose own setpoints reach its active trips. ``step_currents``
+tightens the runner's current bounds to a step's active limits, so the commands stay inside them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
+
+from pydantic import ValidationError
 
 from daq.errors import ConfigError, DaqError
-from daq.profiles import Plan, ResolvedStep
+from daq.profiles import Plan, PlanStep, Profile, ResolvedStep
 from daq.runner.steps import CurrentLimits, step_category, step_direction, voltage_clamp
-from daq.safety.limits import LimitSet, UpperLimit
+from daq.safety.limits import LimitSet, UpperLimit, load_limits
 from daq.safety.step_limits import step_limit_set
+
+_NOT_A_LAYER = {"name", "description", "steps", "counters_device_kind"}
 
 
 class StepLimitError(DaqError):
@@ -28,24 +34,73 @@ def step_where(source: str, number: str, label: str) -> str:
     return f"{source}: step {number} ({label})"
 
 
+def profile_limit_layers(profile: Profile, category: str | None) -> tuple[Mapping[str, Any], ...]:
+    """The profile-wide ``limits:`` as override layers of a step of ``category``: the limits the
+    set gives, then its ``steps:`` entry for the category. ConfigError if the set cannot be read."""
+    if profile.limits is None:
+        return ()
+    path = profile.limits_path()
+    if path is not None:
+        limit_set = load_limits(path)
+    else:
+        try:
+            limit_set = LimitSet.model_validate(profile.limits)
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"]
+            raise ConfigError(f"{profile.source_name}: limits: {message}; fix the inline limit set") from exc
+    layers: list[Mapping[str, Any]] = []
+    given = limit_set.model_dump(mode="json", exclude_unset=True, exclude=_NOT_A_LAYER)
+    if given:
+        layers.append(given)
+    if category is not None and category in limit_set.steps:
+        layers.append(dict(limit_set.steps[category]))
+    return tuple(layers)
+
+
+def step_overrides(profile_layers: tuple[Mapping[str, Any], ...], step: ResolvedStep) -> tuple[Mapping[str, Any], ...]:
+    """Every override layer of a step, outermost first: the profile-wide ones, loops', the step's."""
+    return (*profile_layers, *step.limits)
+
+
+def _layer_names(profile: Profile, profile_layers: int, leaf: PlanStep) -> list[str]:
+    names = ["the profile's limits"]
+    if profile_layers > 1:
+        names.append(f"the profile's limits, steps.{step_category(leaf.resolved)}")
+    names = names[:profile_layers]
+    own = 1 if leaf.step.limits else 0
+    loops = len(leaf.resolved.limits) - own
+    names += [f"limits of enclosing loop {i + 1}" for i in range(loops)]
+    return names + ["limits"] * own
+
+
 def check_plan_limits(plan: Plan, limits: LimitSet | None, *, bench: str) -> list[str]:
     """Every problem of the plan's step limits, one line each naming the file, step and limit."""
-    source = plan.profile.source_name
+    profile = plan.profile
+    source = profile.source_name
+    no_safety = (
+        f"the bench {bench} has no safety: section, so they would protect nothing; add safety: with a limit"
+        " set to the bench file"
+    )
     problems: list[str] = []
+    if limits is None and profile.limits is not None:
+        problems.append(f"{source}: limits: {no_safety}")
+    layers_by_category: dict[str | None, tuple[Mapping[str, Any], ...]] = {}
     for leaf in plan.steps:
         step = leaf.resolved
         where = step_where(source, leaf.number, leaf.description)
         if limits is None:
             if step.limits:
-                problems.append(
-                    f"{where}: limits: the bench {bench} has no safety: section, so step limits would protect"
-                    " nothing; add safety: with a limit set to the bench file"
-                )
+                problems.append(f"{where}: limits: {no_safety}")
             continue
+        category = step_category(step)
+        if category not in layers_by_category:
+            layers_by_category[category] = profile_limit_layers(profile, category)
+        layers = layers_by_category[category]
+        names = _layer_names(profile, len(layers), leaf)
         try:
-            active = step_limit_set(limits, step_category(step), step.limits, where=where)
+            active = step_limit_set(limits, category, step_overrides(layers, step), where=where, layer_names=names)
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            problems.extend(p for p in exc.problems if p not in problems)
             continue
         series = plan.scale.series_cells
         problems.extend(f"{where}: {p}" for p in command_problems(step, active, series_cells=series))

@@ -5,7 +5,9 @@ the one before (``limits.tighten`` refuses anything looser):
 
 1. the bench's limit set (``safety.limits``);
 2. its ``steps:`` entry for the step's category (``charge``, ``discharge``, ``rest``), if any;
-3. the profile's own ``limits:`` on the enclosing loops (outermost first), then on the step.
+3. the profile's own limits: its profile-wide ``limits:`` (a limit-set file or inline set: its
+   limits, then its ``steps:`` entry for the category), then ``limits:`` on the enclosing loops
+   (outermost first), then on the step.
 
 The live monitor journals every switch as a ``safety.step_limits`` event carrying the full active
 set; ``daq check`` replays those switches by time (``LimitSwitch``), so each record is judged by the
@@ -26,16 +28,25 @@ STEP_LIMITS = "safety.step_limits"  # journal event of a switch of the active li
 
 
 def step_limit_set(
-    limits: LimitSet, step_name: str | None, overrides: Sequence[Mapping[str, Any]] = (), *, where: str = "step"
+    limits: LimitSet,
+    step_name: str | None,
+    overrides: Sequence[Mapping[str, Any]] = (),
+    *,
+    where: str = "step",
+    layer_names: Sequence[str] | None = None,
 ) -> LimitSet:
     """The active limits of a step: ``limits`` tightened by ``steps[step_name]``, then by each override.
 
     Returns ``limits`` itself when nothing tightens it. ConfigError (naming ``where``, the layer and
-    the limit) if any layer is looser than the one below it.
+    the limit) if any layer is looser than the one below it. ``layer_names`` name the overrides in
+    messages (default: the last is the step's ``limits``, the others its enclosing loops').
     """
     active = limits if step_name is None else limits.for_step(step_name)
     for i, override in enumerate(overrides):
-        layer = "limits" if i == len(overrides) - 1 else f"limits of enclosing loop {i + 1}"
+        if layer_names is not None and i < len(layer_names):
+            layer = layer_names[i]
+        else:
+            layer = "limits" if i == len(overrides) - 1 else f"limits of enclosing loop {i + 1}"
         active = tighten(active, override, source=f"{where}: {layer}")
     return active
 

@@ -1,10 +1,10 @@
 """Property of the command path, checked on the simulator's side of the wire: over random profiles
-(steps, loops, per-step limits) and random limit sets, no setpoint outside the cycler's declared
-range or the safety limits in force is ever sent to the simulated cycler.
+(steps, loops, per-step and profile-wide limits) and random limit sets, no setpoint outside the
+cycler's declared range or the safety limits in force is ever sent to the simulated cycler.
 
-Each example either is refused before the start (a ConfigError: nothing is sent at all) or runs for
-real: a bench with the simulated cycler over Modbus TCP, the runner and the safety monitor. The
-simulated cycler logs every setpoint write it received, refused ones included
+Each example either is refused before the start (a ConfigError: nothing is sent at all) or runs
+for real: a bench with the simulated cycler over Modbus TCP, the runner and the safety monitor.
+The simulated cycler logs every setpoint write it received, refused ones included
 (``SimCycler.received``). Every current and voltage setpoint must lie inside the register map's
 range and inside both the limits active when it arrived and the limits of the step it belongs to
 (a step's command is sent while the global limits are still active, just before its own limits
@@ -101,6 +101,7 @@ def leaf_steps(draw: st.DrawFn, globals_: dict[str, Any]) -> dict[str, Any]:
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the bench's limit set, the profile: its steps, or ``{"limits": profile-wide, "steps": ...}``)."""
     globals_ = draw(limit_sets())
     steps = draw(st.lists(leaf_steps(globals_), min_size=1, max_size=3))
     if draw(st.booleans()):
@@ -109,6 +110,9 @@ def cases(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if limits:
             loop["limits"] = limits
         steps = [loop]
+    profile_limits = draw(step_limits(globals_))
+    if profile_limits:
+        steps[0] = {**steps[0], "_profile_limits": profile_limits}  # carried to the profile's top level
     return globals_, steps
 
 
@@ -162,7 +166,11 @@ def _check_received(journal: Path, run_id: str, received: list[Any], base: Limit
 async def _run(tmp: Path, globals_: dict[str, Any], steps: list[dict[str, Any]]) -> None:
     bench = safety_bench(tmp, globals_, time_scale=10, poll_period_s=0.2, initial_soc=0.5)
     profile = tmp / "profile.yaml"
-    profile.write_text(yaml.safe_dump({"name": "p", "record_period_s": 0.2, "steps": steps}, sort_keys=False))
+    doc: dict[str, Any] = {"name": "p", "record_period_s": 0.2}
+    if "_profile_limits" in steps[0]:
+        doc["limits"] = steps[0]["_profile_limits"]
+        steps = [{k: v for k, v in steps[0].items() if k != "_profile_limits"}, *steps[1:]]
+    profile.write_text(yaml.safe_dump({**doc, "steps": steps}, sort_keys=False))
     try:
         prepared = prepare_test(load_bench(bench), profile)
     except ConfigError:

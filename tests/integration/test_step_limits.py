@@ -85,6 +85,40 @@ async def test_a_step_limit_trips_where_the_global_limit_would_not_and_daq_check
     assert (trip["threshold"], trip["step"], trip["step_limits"]) == (52.8, 2, "profile")
 
 
+async def test_the_profile_wide_limits_tighten_every_step_too(tmp_path: Path) -> None:
+    bench = safety_bench(tmp_path, GLOBAL, time_scale=5, poll_period_s=0.1, initial_soc=0.5)
+    steps = [STEPS[0], {k: v for k, v in STEPS[1].items() if k != "limits"}]
+    profile = write_profile(tmp_path, steps, limits=STEP_LIMIT)  # inline, for the whole profile
+    session = TestSession(prepare_test(load_bench(bench), profile), metadata={"operator": "t"})
+    await session.start()
+    outcome = None
+    try:
+        outcome = await asyncio.wait_for(session.run(), 60)
+    finally:
+        await session.close(outcome)
+    assert outcome is not None and outcome.status == "aborted" and "above trip 52.8 V" in outcome.reason
+    switches = journal_events(tmp_path / "journal.sqlite", session.run_id, "safety.step_limits")
+    started = [d for _, d in switches if d.get("label")]
+    assert [d["label"] for d in started] == ["step 1 (settle)", "step 2 (gentle charge)"]
+    assert all(d["limits"]["pack_voltage_max_v"]["trip"] == 52.8 for d in started)
+
+
+def test_profile_wide_limits_that_loosen_or_have_no_safety_to_enforce_them_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loose = {"pack_voltage_max_v": {"warn": 59.0, "trip": 60.0}}
+    profile = write_profile(tmp_path, STEPS[:1], limits=loose)
+    assert main(["test", "start", str(safety_bench(tmp_path, GLOBAL)), str(profile)]) == 2
+    err = capsys.readouterr().err
+    expected = "step 1 (settle): the profile's limits: pack_voltage_max_v.trip: 60.0 is higher than the global 59.5"
+    assert f"error: {profile}: {expected}" in err, err
+    profile = write_profile(tmp_path, STEPS[:1], limits=STEP_LIMIT)
+    assert main(["test", "start", str(sim_bench(tmp_path)), str(profile)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {profile}: limits: the bench" in err and "has no safety: section" in err, err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("step_limits", "bench_has_safety", "expected"),
     [
