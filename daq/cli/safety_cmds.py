@@ -25,7 +25,7 @@ from daq.safety.ack import (
     request_acknowledge,
 )
 from daq.safety.events import ACKNOWLEDGED, AlarmEvent
-from daq.safety.step_limits import STEP_LIMITS, LimitSwitch, rebuilt_switches, recorded_switches
+from daq.safety.step_limits import run_switches
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -69,7 +69,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     with reader:
         events = reader.run_events(run.run_id)
         limits, source = _limits_for(args.limits, events, run)
-        switches, notes = _limit_switches(events, limits, recorded=not args.limits)
+        switches, notes = run_switches(events, limits, recorded=not args.limits)
         result = check_run(
             reader.iter_run_records(run.run_id),
             limits,
@@ -114,21 +114,6 @@ def _limits_for(path: str | None, events: list[JournalEvent], run: RunInfo) -> t
         raise ConfigError(
             f"run {run.run_id}: the recorded limit set cannot be read ({exc}); pass --limits FILE"
         ) from exc
-
-
-def _limit_switches(
-    events: list[JournalEvent], limits: LimitSet, *, recorded: bool
-) -> tuple[list[LimitSwitch] | None, list[str]]:
-    """The live monitor's limit switches (None for runs recorded before they carried the active set)."""
-    found = [(e.t_ns, e.data) for e in events if e.kind == STEP_LIMITS]
-    if not any("step_number" in data for _, data in found):
-        return None, []
-    if recorded:
-        try:
-            return recorded_switches(found, limits), []
-        except ValidationError as exc:
-            raise ConfigError(f"a recorded step limit set cannot be read ({exc}); pass --limits FILE") from exc
-    return rebuilt_switches(found, limits)
 
 
 def _step_names(reader: JournalReader, run: RunInfo) -> dict[int, str] | None:

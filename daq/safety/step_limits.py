@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from daq.errors import ConfigError
 from daq.safety.limits import LimitSet, tighten
 
@@ -108,3 +110,21 @@ def rebuilt_switches(
             label = switch_label(name, False, base)
         switches.append(LimitSwitch(t_ns, limits, label))
     return switches, notes
+
+
+def run_switches(
+    events: Iterable[Any], limits: LimitSet, *, recorded: bool
+) -> tuple[list[LimitSwitch] | None, list[str]]:
+    """A run's limit switches for ``check_run`` from its journal events (``kind``, ``t_ns``, ``data``),
+    and notes: the journaled active sets when ``limits`` is the set recorded with the run, else the
+    same layers rebuilt on ``limits``. None for runs recorded before the switches carried the step
+    (then ``check_run`` falls back to ``step_names``). ConfigError if a recorded set is unreadable."""
+    found = [(e.t_ns, e.data) for e in events if e.kind == STEP_LIMITS]
+    if not any("step_number" in data for _, data in found):
+        return None, []
+    if not recorded:
+        return rebuilt_switches(found, limits)
+    try:
+        return recorded_switches(found, limits), []
+    except ValidationError as exc:
+        raise ConfigError(f"a recorded step limit set cannot be read ({exc}); pass --limits FILE") from exc

@@ -14,6 +14,7 @@ import pytest
 from daq.cli.main import main
 from daq.config.loader import load_bench
 from daq.journal import JournalReader
+from daq.report.data import gather
 from daq.runner import TestSession, prepare_test
 from tests.helpers import sim_bench
 from tests.integration.test_runner_controls import write_profile
@@ -76,6 +77,11 @@ async def test_a_step_limit_trips_where_the_global_limit_would_not_and_daq_check
     assert rc == 1, err
     (row,) = [line for line in out.splitlines() if line.startswith("trip ")]
     assert row.split()[1] == "pack_voltage_max_v" and row.split()[-2:] == ["2", "profile"], out
+
+    # the report's verdict replays the same switches
+    with JournalReader(journal) as reader:
+        report = gather(reader, reader.run(run_id))
+    assert report.check is not None and [e.threshold for e in report.check.trips] == [52.8]
 
     # judged against another spec: the profile's step limits are rebuilt on top of it
     other = write_limits(tmp_path, {"pack_voltage_max_v": {"warn": 58.0, "trip": 59.0}}, name="other.yaml")
