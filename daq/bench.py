@@ -254,9 +254,21 @@ class Bench:
             # that does not read back must stop the start.
             from daq.safety.monitor import SafetyMonitor
 
+            safety_cfg = self.loaded.config.safety
             try:
-                self.safety = SafetyMonitor(self, self.loaded.config.safety)
+                self.safety = SafetyMonitor(
+                    safety_cfg,
+                    limits_path=self.loaded.resolve(safety_cfg.limits),
+                    limits=self.loaded.limits,
+                    journal=self.journal,
+                    run_id=self.context.run_id,
+                    clock=self.clock,
+                    cyclers=self.cyclers,
+                    spawn=self.add_task,
+                )
                 await self.safety.start()
+                self.hooks.insert(0, self.safety.hook)
+                self.status_providers["safety"] = self.safety.status
             except BaseException:
                 await self.stop(status="aborted", reason="safety monitor could not start")
                 raise
@@ -266,7 +278,8 @@ class Bench:
         gc.freeze()
         for name, poller in self.pollers.items():
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{name}"))
-        self._tasks.append(asyncio.create_task(StatusReporter(self).run(), name="status"))
+        reporter = StatusReporter(self, on_snapshot=self._keep_status)
+        self._tasks.append(asyncio.create_task(reporter.run(), name="status"))
         try:
             self._start_sinks()
         except BaseException:
@@ -303,10 +316,18 @@ class Bench:
             from daq.journal_budget import JournalBudget
 
             budget = JournalBudget(
-                self, max_bytes=int(cfg.journal.max_size_mb * 1e6), warn_fraction=cfg.journal.warn_at_fraction
+                self.journal,
+                run_id=self.run_id,
+                clock=self.clock,
+                sink_names=lambda: [s.name for s in self.sinks],
+                max_bytes=int(cfg.journal.max_size_mb * 1e6),
+                warn_fraction=cfg.journal.warn_at_fraction,
             )
             self._tasks.append(asyncio.create_task(budget.run(), name="journal-budget"))
             self.status_providers["journal_budget"] = budget.status
+
+    def _keep_status(self, snapshot: dict[str, Any]) -> None:
+        self.last_status = snapshot
 
     def add_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)

@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS kv (run_id TEXT NOT NULL, key TEXT NOT NULL, value TE
 """
 
 
+# What reading a damaged journal file raises, so callers can name it without importing sqlite3.
+DatabaseError = sqlite3.Error
+
+
 def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     try:
         if readonly:
@@ -581,3 +585,214 @@ class JournalReader:
             if p.exists():
                 total += os.path.getsize(p)
         return total
+
+
+# -- writes from other processes and tasks ---------------------------------------------------------
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the SQLite pages in use (freed pages are reused, so this is what a budget counts)."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return (pages - free) * page_size
+
+
+_PRUNE_CHUNK_ROWS = 20_000
+
+
+def prune_delivered(conn: sqlite3.Connection, *, max_bytes: int, delivered_seq: int, keep_run: str) -> tuple[int, int]:
+    """Delete delivered records (seq <= ``delivered_seq``) of finished runs other than ``keep_run``,
+    oldest first in chunks, until under ``max_bytes``. Returns (rows deleted, used bytes after)."""
+    deleted = 0
+    used = used_bytes(conn)
+    while used > max_bytes:
+        cur = conn.execute(
+            "DELETE FROM records WHERE seq IN (SELECT r.seq FROM records r JOIN devices d USING (device_id)"
+            " JOIN runs USING (run_id) WHERE r.seq <= ? AND d.run_id != ? AND runs.status != 'running'"
+            " ORDER BY r.seq LIMIT ?)",
+            (delivered_seq, keep_run, _PRUNE_CHUNK_ROWS),
+        )
+        if cur.rowcount <= 0:
+            break
+        deleted += cur.rowcount
+        used = used_bytes(conn)
+    return deleted, used
+
+
+class JournalCommands:
+    """Every write to a journal that its writer thread does not make: ``daq ack`` and ``daq test
+    pause|resume|abort`` from another process, a run closed after its process died, the bench's
+    answers it reads back, and the disk budget's pruning.
+
+    Same rules as the writer thread: WAL, ``synchronous=NORMAL``, a 10 s busy timeout, and every
+    write in one short ``BEGIN IMMEDIATE`` transaction, so it either lands whole or not at all and
+    never interleaves with the writer's batch; SQLite's file lock serialises writers across
+    processes. Errors are ``JournalError`` lines naming the file. Blocking: from async code, call
+    it in a worker thread. ``connect_each_call`` opens a connection per call (for pollers that may be
+    cancelled mid-call: nothing stays open).
+    """
+
+    def __init__(self, path: str | Path, *, connect_each_call: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise JournalError(f"no journal at {self.path}; pass --journal or --bench")
+        self._per_call = connect_each_call
+        self._conn = None if connect_each_call else _connect(self.path)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> JournalCommands:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _with_conn(self, work: Any, *, write: bool) -> Any:
+        conn = _connect(self.path) if self._per_call or self._conn is None else self._conn
+        try:
+            if not write:
+                return work(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.Error as exc:
+            action = "write to" if write else "read"
+            raise JournalError(f"cannot {action} journal {self.path}: {exc}; is the file writable?") from exc
+        finally:
+            if conn is not self._conn:
+                conn.close()
+
+    # -- events --------------------------------------------------------------------------------
+    def append_events(self, run_id: str, rows: list[tuple[int, str, dict[str, Any]]]) -> list[int]:
+        """Append events (t_ns, kind, data) to a run in one transaction; returns their seqs."""
+
+        def work(conn: sqlite3.Connection) -> list[int]:
+            seqs = []
+            for t_ns, kind, data in rows:
+                cur = conn.execute(
+                    "INSERT INTO events (run_id, t_ns, kind, data) VALUES (?, ?, ?, ?)",
+                    (run_id, t_ns, kind, json.dumps(data, default=str)),
+                )
+                seqs.append(int(cur.lastrowid or 0))
+            return seqs
+
+        return self._with_conn(work, write=True)
+
+    def run_events_after(self, run_id: str, after_seq: int, kind: str) -> list[JournalEvent]:
+        """A run's events of one kind with seq > ``after_seq``, in order."""
+
+        def work(conn: sqlite3.Connection) -> list[JournalEvent]:
+            rows = conn.execute(
+                "SELECT seq, run_id, t_ns, kind, data FROM events WHERE run_id=? AND seq>? AND kind=? ORDER BY seq",
+                (run_id, after_seq, kind),
+            ).fetchall()
+            return [JournalEvent(s, r, t, k, json.loads(d)) for s, r, t, k, d in rows]
+
+        return self._with_conn(work, write=False)
+
+    # -- run values (kv) -----------------------------------------------------------------------
+    def insert_value(self, run_id: str, key: str, value: Any) -> None:
+        """Add a new run value; JournalError if the key exists (commands never overwrite)."""
+        sql = "INSERT INTO kv (run_id, key, value) VALUES (?, ?, ?)"
+        self._with_conn(lambda c: c.execute(sql, (run_id, key, json.dumps(value))), write=True)
+
+    def set_value(self, run_id: str, key: str, value: Any) -> None:
+        self._with_conn(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO kv (run_id, key, value) VALUES (?, ?, ?)", (run_id, key, json.dumps(value))
+            ),
+            write=True,
+        )
+
+    def value(self, run_id: str, key: str, default: Any = None) -> Any:
+        rows = self._with_conn(
+            lambda c: c.execute("SELECT value FROM kv WHERE run_id=? AND key=?", (run_id, key)).fetchall(), write=False
+        )
+        return default if not rows else json.loads(rows[0][0])
+
+    def last_key(self, run_id: str, prefix: str) -> str:
+        """The greatest run-value key starting with ``prefix`` ('' if none)."""
+        rows = self._with_conn(
+            lambda c: c.execute(
+                "SELECT MAX(key) FROM kv WHERE run_id=? AND key LIKE ? ESCAPE '\\'", (run_id, _like_prefix(prefix))
+            ).fetchall(),
+            write=False,
+        )
+        return rows[0][0] or ""
+
+    def values_after(self, run_id: str, prefix: str, after_key: str) -> list[tuple[str, str]]:
+        """(key, raw JSON) of the run values with ``prefix`` and a key greater than ``after_key``, by key."""
+        return self._with_conn(
+            lambda c: c.execute(
+                "SELECT key, value FROM kv WHERE run_id=? AND key LIKE ? ESCAPE '\\' AND key > ? ORDER BY key",
+                (run_id, _like_prefix(prefix), after_key),
+            ).fetchall(),
+            write=False,
+        )
+
+    # -- runs ----------------------------------------------------------------------------------
+    def end_run_offline(self, run_id: str, *, status: str, reason: str, event: str, data: dict[str, Any]) -> None:
+        """Close a run whose process is gone: status, reason and one event, in one transaction."""
+        now = time.time_ns()
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET status=?, reason=?, ended_ns=COALESCE(ended_ns, ?) WHERE run_id=?",
+                (status, reason, now, run_id),
+            )
+            conn.execute(
+                "INSERT INTO events (run_id, t_ns, kind, data) VALUES (?, ?, ?, ?)",
+                (run_id, now, event, json.dumps(data, default=str)),
+            )
+
+        self._with_conn(work, write=True)
+
+    # -- disk budget ---------------------------------------------------------------------------
+    def used_bytes(self) -> int:
+        return self._with_conn(used_bytes, write=False)
+
+    def delivered_seq(self, cursor_names: list[str]) -> int:
+        """The record seq every named cursor has passed (0 if a cursor never delivered, or none given)."""
+        return self._with_conn(lambda c: _delivered_seq(c, cursor_names), write=False)
+
+    def prune_delivered(self, *, max_bytes: int, cursor_names: list[str], keep_run: str) -> tuple[int, int]:
+        """If over ``max_bytes``: ``prune_delivered`` what every named cursor has delivered.
+        Returns (rows deleted, used bytes). Autocommit chunks, not one transaction, so each chunk's
+        pages are free for the writer at once."""
+
+        def work(conn: sqlite3.Connection) -> tuple[int, int]:
+            used = used_bytes(conn)
+            if used <= max_bytes:
+                return 0, used
+            delivered = _delivered_seq(conn, cursor_names)
+            return prune_delivered(conn, max_bytes=max_bytes, delivered_seq=delivered, keep_run=keep_run)
+
+        return self._with_conn(work, write=False)
+
+
+def _delivered_seq(conn: sqlite3.Connection, cursor_names: list[str]) -> int:
+    if not cursor_names:
+        return 0  # no sink: the journal is the only copy, nothing may go
+    marks = ",".join("?" * len(cursor_names))
+    rows = conn.execute(f"SELECT name, seq FROM cursors WHERE name IN ({marks})", cursor_names).fetchall()
+    if len(rows) < len(cursor_names):
+        return 0  # a sink that never delivered anything
+    # and never what a sink may still send again after a server crash (daq.sinks.replay)
+    floors = [f"{name}:replay" for name in cursor_names]
+    kept = conn.execute(f"SELECT seq FROM cursors WHERE name IN ({marks})", floors).fetchall()
+    return min([seq for _, seq in rows] + [seq for (seq,) in kept])
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

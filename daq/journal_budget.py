@@ -15,49 +15,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-if TYPE_CHECKING:
-    from daq.bench import Bench
+from daq.clock import Clock
+from daq.errors import JournalError
+from daq.journal import Journal, JournalCommands, prune_delivered, used_bytes
+
+__all__ = ["JournalBudget", "prune_delivered", "used_bytes"]  # the two SQL helpers live in daq.journal
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 20_000
-
-
-def used_bytes(conn: sqlite3.Connection) -> int:
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    return (pages - free) * page_size
-
-
-def prune_delivered(conn: sqlite3.Connection, *, max_bytes: int, delivered_seq: int, keep_run: str) -> tuple[int, int]:
-    """Delete delivered records of finished runs, oldest first, until under ``max_bytes``.
-
-    Returns (rows deleted, used bytes after).
-    """
-    deleted = 0
-    used = used_bytes(conn)
-    while used > max_bytes:
-        cur = conn.execute(
-            "DELETE FROM records WHERE seq IN (SELECT r.seq FROM records r JOIN devices d USING (device_id)"
-            " JOIN runs USING (run_id) WHERE r.seq <= ? AND d.run_id != ? AND runs.status != 'running'"
-            " ORDER BY r.seq LIMIT ?)",
-            (delivered_seq, keep_run, CHUNK_ROWS),
-        )
-        if cur.rowcount <= 0:
-            break
-        deleted += cur.rowcount
-        used = used_bytes(conn)
-    return deleted, used
-
-
 class JournalBudget:
-    def __init__(self, bench: Bench, *, max_bytes: int, warn_fraction: float = 0.8, period_s: float = 10.0) -> None:
-        self.bench = bench
+    """Checks the journal every ``period_s``; ``sink_names`` says whose cursors must have passed a record."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        run_id: str,
+        clock: Clock,
+        sink_names: Callable[[], list[str]],
+        max_bytes: int,
+        warn_fraction: float = 0.8,
+        period_s: float = 10.0,
+    ) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.clock = clock
+        self.sink_names = sink_names
         self.max_bytes = max_bytes
         self.warn_fraction = warn_fraction
         self.period_s = period_s
@@ -74,36 +61,15 @@ class JournalBudget:
             "pruned_rows": self.pruned_rows,
         }
 
-    def _delivered_seq(self, conn: sqlite3.Connection) -> int:
-        names = [f"sink:{s.name}" for s in self.bench.sinks]
-        if not names:
-            return 0  # no sink: the journal is the only copy, nothing may go
-        marks = ",".join("?" * len(names))
-        rows = conn.execute(f"SELECT name, seq FROM cursors WHERE name IN ({marks})", names).fetchall()
-        if len(rows) < len(names):
-            return 0  # a sink that never delivered anything
-        # and never what a sink may still send again after a server crash (daq.sinks.replay)
-        floors = [f"sink:{s.name}:replay" for s in self.bench.sinks]
-        kept = conn.execute(f"SELECT seq FROM cursors WHERE name IN ({marks})", floors).fetchall()
-        return min([seq for _, seq in rows] + [seq for (seq,) in kept])
-
     def check_once(self) -> None:
-        conn = sqlite3.connect(self.bench.journal.path, timeout=10, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout=10000")
-            self.used = used_bytes(conn)
-            if self.used > self.max_bytes:
-                deleted, self.used = prune_delivered(
-                    conn,
-                    max_bytes=self.max_bytes,
-                    delivered_seq=self._delivered_seq(conn),
-                    keep_run=self.bench.run_id,
-                )
-                self.pruned_rows += deleted
-                if deleted:
-                    log.info("journal: pruned %d delivered records of finished runs", deleted)
-        finally:
-            conn.close()
+        cursors = [f"sink:{name}" for name in self.sink_names()]
+        with JournalCommands(self.journal.path, connect_each_call=True) as journal:
+            deleted, self.used = journal.prune_delivered(
+                max_bytes=self.max_bytes, cursor_names=cursors, keep_run=self.run_id
+            )
+        self.pruned_rows += deleted
+        if deleted:
+            log.info("journal: pruned %d delivered records of finished runs", deleted)
 
     def _judge(self) -> None:
         previous = self.state
@@ -117,7 +83,7 @@ class JournalBudget:
         if self.state != "ok" and (self.state != previous or now - self._last_shout > 60):
             self._last_shout = now
             message = (
-                f"journal {self.bench.journal.path} uses {self.used / 1e6:.1f} MB of its {self.max_bytes / 1e6:.1f} MB"
+                f"journal {self.journal.path} uses {self.used / 1e6:.1f} MB of its {self.max_bytes / 1e6:.1f} MB"
                 " budget"
                 + (
                     "; still recording above it because the rest is not delivered to every sink yet"
@@ -128,15 +94,14 @@ class JournalBudget:
             )
             log.warning("%s", message)
             if self.state != previous:
-                self.bench.journal.append_event(
-                    self.bench.run_id, self.bench.clock.wall_ns(), f"journal.size_{self.state}", self.status()
-                )
+                kind = f"journal.size_{self.state}"
+                self.journal.append_event(self.run_id, self.clock.wall_ns(), kind, self.status())
 
     async def run(self) -> None:
         while True:
             try:
                 await asyncio.to_thread(self.check_once)
-            except sqlite3.Error as exc:
+            except JournalError as exc:
                 log.warning("journal budget check failed: %s", exc)
             self._judge()
             await asyncio.sleep(self.period_s)

@@ -2,7 +2,8 @@
 
 The bench stores the snapshot in its journal (``status`` of the run) so ``daq status`` can show it
 from another terminal, and the MQTT sink publishes it. Parts of the system add their own section
-through ``bench.status_providers`` (sinks, safety, runner) without this module knowing them.
+through ``bench.status_providers`` (sinks, safety, runner) without this module knowing them. It sees
+the bench only as a ``daq.ports.StatusSource``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from daq.ports import StatusSource
 from daq.records import Quality
-
-if TYPE_CHECKING:
-    from daq.bench import Bench
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,22 @@ STATUS_KEY = "status"
 
 
 class StatusReporter:
-    def __init__(self, bench: Bench, *, period_s: float = 2.0) -> None:
-        self.bench = bench
+    """Snapshots ``source`` every ``period_s``, hands each to ``on_snapshot`` and queues it in the journal."""
+
+    def __init__(
+        self,
+        source: StatusSource,
+        *,
+        on_snapshot: Callable[[dict[str, Any]], None] | None = None,
+        period_s: float = 2.0,
+    ) -> None:
+        self.source = source
+        self.on_snapshot = on_snapshot
         self.period_s = period_s
         self._last_polls: dict[str, tuple[float, int]] = {}
 
     def snapshot(self) -> dict[str, Any]:
-        bench = self.bench
+        bench = self.source
         now = time.monotonic()
         devices: dict[str, Any] = {}
         for name, poller in bench.pollers.items():
@@ -65,6 +74,7 @@ class StatusReporter:
     async def run(self) -> None:
         while True:
             snap = self.snapshot()
-            self.bench.last_status = snap
-            self.bench.journal.queue_run_value(self.bench.run_id, STATUS_KEY, snap)
+            if self.on_snapshot is not None:
+                self.on_snapshot(snap)
+            self.source.journal.queue_run_value(self.source.run_id, STATUS_KEY, snap)
             await asyncio.sleep(self.period_s)

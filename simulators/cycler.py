@@ -35,6 +35,7 @@ is switched on.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import IntEnum
@@ -97,6 +98,20 @@ COIL_NAMES = ("output_enable", "clear_alarm", "contactor_closed")
 WRITABLE_NAMES = frozenset(SETTING_NAMES + COIL_NAMES)
 
 
+# Writes the cycler keeps a log of (``SimCycler.received``): what commands it, not the watchdog refresh.
+SETPOINT_NAMES = ("mode_setpoint", "current_setpoint_a", "voltage_setpoint_v", "power_setpoint_w", "output_enable")
+RECEIVED_MAX = 10_000  # most recent setpoint writes kept
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedWrite:
+    """One setpoint write as it arrived (engineering units, + = charge), accepted or refused."""
+
+    t_ns: int  # the bench clock's wall time when it arrived
+    name: str
+    value: float
+
+
 class SimCycler:
     """A bidirectional source-sink with a communication watchdog and device-side limits.
 
@@ -150,6 +165,8 @@ class SimCycler:
         self._measure(pack.model)
         self._readers = self._build_readers()
         self._writers = self._build_writers()
+        # every setpoint write that reached the device, refused ones included: tests check what was sent
+        self.received: deque[ReceivedWrite] = deque(maxlen=RECEIVED_MAX)
 
     # --- public API -------------------------------------------------------------------------
 
@@ -187,6 +204,8 @@ class SimCycler:
         if writer is None:
             why = "is read-only" if name in self._readers else "is not a register of the cycler"
             raise ValueError(f"SimCycler.write: {name!r} {why}; writable: {', '.join(sorted(WRITABLE_NAMES))}")
+        if name in SETPOINT_NAMES:
+            self.received.append(ReceivedWrite(self._clock.wall_ns(), name, float(value)))
         if not math.isfinite(value):
             raise ValueError(f"SimCycler.write: {name} must be a finite number, got {value}")
         self._sync()

@@ -25,6 +25,7 @@ from daq.safety.ack import (
     request_acknowledge,
 )
 from daq.safety.events import ACKNOWLEDGED, AlarmEvent
+from daq.safety.step_limits import run_switches
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -68,8 +69,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     with reader:
         events = reader.run_events(run.run_id)
         limits, source = _limits_for(args.limits, events, run)
+        switches, notes = run_switches(events, limits, recorded=not args.limits)
         result = check_run(
-            reader.iter_run_records(run.run_id), limits, strict=args.strict, step_names=_step_names(reader, run)
+            reader.iter_run_records(run.run_id),
+            limits,
+            strict=args.strict,
+            step_names=_step_names(reader, run),
+            switches=switches,
         )
     if result.records == 0:
         raise DaqError(f"run {run.run_id} has no records; nothing to check")
@@ -80,6 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             "status": run.status,
             "reason": run.reason,
             "limits_file": source,
+            "notes": notes,
             **result.to_json(),
             "recorded_alarms": [_event_json(e, result) for e in listed],
         }
@@ -87,6 +94,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         status = run.status + (f" ({run.reason})" if run.reason else "")
         print(f"run {run.run_id}: {status}; limits from {source}")
+        for note in notes:
+            print(f"note: {note}")
         print(format_table(result))
         print(_alarm_lines(listed, result))
     return EXIT_PASS if result.passed else EXIT_FAIL

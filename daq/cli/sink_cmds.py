@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from daq.cli.journals import add_journal_args, open_run
 from daq.config.loader import LoadedBench, load_bench
 from daq.config.sinks import InfluxSinkConfig
 from daq.errors import DaqError, JournalError
-from daq.journal import JournalReader
+from daq.journal import DatabaseError, JournalReader
 from daq.status import STATUS_KEY
 
 RUNNING_IF_UPDATED_WITHIN_S = 10.0  # the bench writes its status every 2 s
@@ -83,7 +82,7 @@ async def flush(loaded: LoadedBench, journal_path: Path, *, timeout_s: float) ->
         with JournalReader(journal_path) as reader:
             _refuse_if_running(reader)
             record_seq, event_seq = reader.last_record_seq(), reader.last_event_seq()
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         raise JournalError(f"cannot read journal {journal_path}: {exc}") from exc
     sinks = [
         build_sink(s, bench_id=cfg.bench.id, journal_path=journal_path, where=f"{loaded.path}: sinks[{i}]({s.name})")

@@ -25,6 +25,7 @@ from daq.journal import JournalEvent, JournalReader, RunInfo
 from daq.records import DeviceSchema
 from daq.safety.compliance import CheckResult, check_run
 from daq.safety.limits import LimitSet
+from daq.safety.step_limits import run_switches
 
 
 @dataclass
@@ -219,12 +220,16 @@ def gather(
         data.notes.append("the run is still in progress: this report shows what was recorded so far")
     if cycler is None:
         data.notes.append("no cycler was recorded: capacity, efficiency and fade are not available")
-    if limits is None and use_recorded_limits:
+    recorded = limits is None and use_recorded_limits
+    if recorded:
         limits = recorded_limits(events)
         if limits is not None:
             data.notes.append(f"verdict against the limit set recorded with the run ({limits.name or 'unnamed'})")
     if limits is not None:
-        data.check = check_run(reader.iter_run_records(run.run_id), limits, strict=strict, step_names=check_names)
+        switches, switch_notes = run_switches(events, limits, recorded=recorded)  # as daq check does
+        data.notes.extend(switch_notes)
+        records = reader.iter_run_records(run.run_id)
+        data.check = check_run(records, limits, strict=strict, step_names=check_names, switches=switches)
         data.check_spans = [
             Span(e.level, data.time_s(e.start_ns), data.time_s(e.end_ns), e.limit, e.device, e.channel)
             for e in data.check.excursions

@@ -6,8 +6,10 @@
     outcome = await session.run()          # Outcome(status="completed" | "aborted" | "stopped", reason)
     await session.close(outcome)
 
-Modules: ``runner`` (the state machine and the record hook), ``steps`` (step -> cycler command,
-end conditions), ``integrator`` (Ah/Wh), ``summary`` (per-step results, per-cycle summary),
+Modules: ``runner`` (the state machine, assembled from ``step_execution``, ``end_conditions`` (the
+record hook), ``operator_control`` and ``resume``), ``step_limits`` (a step's limits against the
+limit set), ``steps`` (step -> cycler command, end conditions), ``integrator`` (Ah/Wh),
+``summary`` (per-step results, per-cycle summary),
 ``state`` (what is persisted for resume), ``recovery`` (replaying the interrupted step),
 ``control`` (operator commands through the journal), ``target`` (what the bench allows),
 ``progress`` (cycle n of N, ETA), ``session`` (start and resume end to end).

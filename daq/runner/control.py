@@ -16,8 +16,8 @@ and commands survive as a record. Latency is the poll interval, which is fine fo
 Liveness: the runner stores its process identity (host, pid, Linux start time) in the runner
 state; ``process_alive`` tells a running test from a crashed one without waiting for a timeout.
 
-Raw SQL on ``kv``, ``events`` and ``runs`` lives here only because ``daq.journal.JournalReader`` has
-no small-write methods yet; see the report to the lead.
+Every read and write goes through ``daq.journal.JournalCommands``, the journal's one write API for
+other processes (short ``BEGIN IMMEDIATE`` transactions next to the bench's writer thread).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.errors import JournalError
+from daq.journal import JournalCommands
 
 log = logging.getLogger(__name__)
 
@@ -91,32 +91,20 @@ def _start_ticks(pid: int) -> int | None:
 
 
 class JournalControl:
-    """Small reads and writes on a journal another process owns (short transactions, WAL)."""
+    """Operator commands on a journal another process owns (``JournalCommands`` underneath)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise JournalError(f"no journal at {self.path}; pass --journal or --bench")
-        try:
-            self._conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA busy_timeout=10000")
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self._commands = JournalCommands(self.path)
 
     def close(self) -> None:
-        self._conn.close()
+        self._commands.close()
 
     def __enter__(self) -> JournalControl:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            return self._conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from exc
 
     # -- commands ------------------------------------------------------------------------------
     def post(self, run_id: str, action: str, *, reason: str = "", who: str = "", source: str = "cli") -> str:
@@ -125,18 +113,14 @@ class JournalControl:
         t_ns = time.time_ns()
         key = f"{COMMAND_PREFIX}{t_ns:020d}:{os.getpid()}"
         value = {"action": action, "reason": reason, "who": who or current_user(), "source": source, "t_ns": t_ns}
-        self._execute("INSERT INTO kv (run_id, key, value) VALUES (?, ?, ?)", (run_id, key, json.dumps(value)))
+        self._commands.insert_value(run_id, key, value)
         return key
 
     def latest_command_key(self, run_id: str) -> str:
-        rows = self._execute("SELECT MAX(key) FROM kv WHERE run_id=? AND key LIKE ?", (run_id, f"{COMMAND_PREFIX}%"))
-        return rows[0][0] or ""
+        return self._commands.last_key(run_id, COMMAND_PREFIX)
 
     def commands_after(self, run_id: str, key: str) -> list[OperatorCommand]:
-        rows = self._execute(
-            "SELECT key, value FROM kv WHERE run_id=? AND key LIKE ? AND key > ? ORDER BY key",
-            (run_id, f"{COMMAND_PREFIX}%", key),
-        )
+        rows = self._commands.values_after(run_id, COMMAND_PREFIX, key)
         commands = []
         for k, raw in rows:
             try:
@@ -152,8 +136,7 @@ class JournalControl:
         return commands
 
     def value(self, run_id: str, key: str, default: Any = None) -> Any:
-        rows = self._execute("SELECT value FROM kv WHERE run_id=? AND key=?", (run_id, key))
-        return default if not rows else json.loads(rows[0][0])
+        return self._commands.value(run_id, key, default)
 
     def wait_ack(self, run_id: str, key: str, *, timeout_s: float) -> dict[str, Any] | None:
         """Block until the runner answered command ``key`` (None after ``timeout_s``)."""
@@ -169,25 +152,10 @@ class JournalControl:
     # -- a run nobody is running any more --------------------------------------------------------
     def end_run_offline(self, run_id: str, *, status: str, reason: str, event: str, data: dict[str, Any]) -> None:
         """Close a run whose runner process is gone: status, reason and one event, in one transaction."""
-        now = time.time_ns()
-        try:
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute(
-                    "UPDATE runs SET status=?, reason=?, ended_ns=COALESCE(ended_ns, ?) WHERE run_id=?",
-                    (status, reason, now, run_id),
-                )
-                self._conn.execute(
-                    "INSERT INTO events (run_id, t_ns, kind, data) VALUES (?, ?, ?, ?)",
-                    (run_id, now, event, json.dumps(data, default=str)),
-                )
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from exc
+        self._commands.end_run_offline(run_id, status=status, reason=reason, event=event, data=data)
 
     def set_value(self, run_id: str, key: str, value: Any) -> None:
-        self._execute(
-            "INSERT OR REPLACE INTO kv (run_id, key, value) VALUES (?, ?, ?)", (run_id, key, json.dumps(value))
-        )
+        self._commands.set_value(run_id, key, value)
 
 
 async def serve_journal_commands(

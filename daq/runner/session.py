@@ -42,6 +42,7 @@ from daq.runner.state import (
     TEST_KEY,
     RunnerState,
 )
+from daq.runner.step_limits import require_plan_limits
 from daq.runner.target import TestTarget, require_profile_fits, resolve_target
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def prepare_test(
     target = resolve_target(loaded, profile, cycler=cycler, series_cells=series_cells, capacity_ah=capacity_ah)
     require_profile_fits(profile, target)
     plan = Plan(profile, series_cells=target.series_cells, capacity_ah=target.capacity_ah)
+    require_plan_limits(plan, loaded.limits, bench=str(loaded.path))
     overrides = {"cycler": cycler, "series_cells": series_cells, "capacity_ah": capacity_ah}
     return PreparedTest(loaded, profile, plan, target, overrides)
 

@@ -9,7 +9,8 @@ has not answered yet, releases the latch, and answers every request with a
 Why the events table and not a flag: it is append-only, so the request, who made it and what the
 bench did with it stay in the run's record (exported and forwarded like every event); a request
 made while the bench is down is applied when the run resumes; and SQLite's WAL lets the bench's
-writer and ``daq ack`` write the same file safely.
+writer and ``daq ack`` write the same file safely. Every read and write here goes through
+``daq.journal.JournalCommands``; no SQL lives outside ``daq.journal``.
 
 Journal event kinds of the latch (all with the run id of the trip):
     alarm.tripped               the evaluator tripped (``AlarmEvent.to_dict``)
@@ -20,18 +21,15 @@ Journal event kinds of the latch (all with the run id of the trip):
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daq.errors import JournalError
-from daq.journal import JournalEvent
+from daq.journal import JournalCommands, JournalEvent
 from daq.safety.events import AlarmEvent
 
 ACK_REQUEST = "alarm.acknowledge_request"
@@ -70,41 +68,14 @@ def answered_request_seq(events: Iterable[JournalEvent]) -> int:
     return answered
 
 
-def _open(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    try:
-        if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10)
-        else:
-            conn = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=10000")
-        return conn
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot open journal {path}: {exc}") from exc
-
-
 def append_events(path: str | Path, run_id: str, rows: list[tuple[int, str, dict[str, Any]]]) -> list[int]:
     """Append events to a journal another process may be writing; returns their seqs.
 
-    One short transaction; SQLite's lock and WAL keep it safe next to the bench's writer thread.
+    One short transaction through ``JournalCommands`` (the journal's one write API for other
+    processes), safe next to the bench's writer thread.
     """
-    conn = _open(Path(path), readonly=False)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        seqs = []
-        for t_ns, kind, data in rows:
-            cur = conn.execute(
-                "INSERT INTO events (run_id, t_ns, kind, data) VALUES (?, ?, ?, ?)",
-                (run_id, t_ns, kind, json.dumps(data, default=str)),
-            )
-            seqs.append(int(cur.lastrowid or 0))
-        conn.execute("COMMIT")
-        return seqs
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise JournalError(f"cannot write to journal {path}: {exc}; is the file writable?") from exc
-    finally:
-        conn.close()
+    with JournalCommands(path, connect_each_call=True) as commands:
+        return commands.append_events(run_id, rows)
 
 
 def request_acknowledge(path: str | Path, run_id: str, *, who: str, note: str = "") -> int:
@@ -127,30 +98,21 @@ class AckRequestReader:
         self.run_id = run_id
         self.after_seq = after_seq
 
-    def _rows(self, after_seq: int, kind: str) -> list[tuple[int, int, str]]:
-        conn = _open(self.path, readonly=True)
-        try:
-            return conn.execute(
-                "SELECT seq, t_ns, data FROM events WHERE run_id=? AND seq>? AND kind=? ORDER BY seq",
-                (self.run_id, after_seq, kind),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
-        finally:
-            conn.close()
+    def _events(self, after_seq: int, kind: str) -> list[JournalEvent]:
+        with JournalCommands(self.path, connect_each_call=True) as commands:
+            return commands.run_events_after(self.run_id, after_seq, kind)
 
     def pending(self) -> list[AckRequest]:
         out = []
-        for seq, t_ns, text in self._rows(self.after_seq, ACK_REQUEST):
-            data = json.loads(text)
-            out.append(AckRequest(seq, t_ns, str(data.get("who") or "unknown"), str(data.get("note") or "")))
-            self.after_seq = seq
+        for event in self._events(self.after_seq, ACK_REQUEST):
+            who, note = str(event.data.get("who") or "unknown"), str(event.data.get("note") or "")
+            out.append(AckRequest(event.seq, event.t_ns, who, note))
+            self.after_seq = event.seq
         return out
 
     def answer(self, request_seq: int) -> dict[str, Any] | None:
         """The bench's answer to one request (``daq ack`` waits on this), or None yet."""
-        for _seq, _t_ns, text in self._rows(request_seq, ACK_RESULT):
-            data = json.loads(text)
-            if data.get("request_seq") == request_seq:
-                return data
+        for event in self._events(request_seq, ACK_RESULT):
+            if event.data.get("request_seq") == request_seq:
+                return event.data
         return None

@@ -7,17 +7,34 @@ escalation the cyclers cannot perform.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
 
+from daq.config.bench import BenchConfig
 from daq.errors import ConfigError
 from daq.safety.device_limits import device_limit_values
 from daq.safety.limits import LimitSet, load_limits
-
-if TYPE_CHECKING:
-    from daq.config.loader import LoadedBench
+from drivers.modbus.regmap import RegisterMap
 
 
-def validate_safety(loaded: LoadedBench) -> tuple[LimitSet | None, list[str]]:
+class CheckedBench(Protocol):
+    """What the check reads of a loaded bench (``daq.config.loader.LoadedBench`` is one); a protocol,
+    so the loader can call this module without this module importing the loader."""
+
+    @property
+    def config(self) -> BenchConfig: ...
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def regmaps(self) -> Mapping[str, RegisterMap]: ...
+
+    def resolve(self, relative: str) -> Path: ...
+
+
+def validate_safety(loaded: CheckedBench) -> tuple[LimitSet | None, list[str]]:
     """The bench's limit set (None if it has no safety section or the file is invalid) and problems."""
     safety = loaded.config.safety
     if safety is None:

@@ -7,15 +7,18 @@ that lasted the limit's persistence time is an excursion.
 
 Verdict rule: the run FAILS if any excursion reached a trip threshold. Warning-level
 excursions are listed but do not fail the run, unless ``strict`` is set (then any excursion
-fails it). Per-step limits apply when a record's step maps to a name in ``limits.steps``:
-``step_names`` maps record step numbers to names; without it, the number itself ("3") is the
-name.
+fails it). Per-step limits: with ``switches`` (the ``safety.step_limits`` events of the run, see
+``daq.safety.step_limits``) each record is judged by the limits the live monitor had switched to by
+its time. Runs recorded before those events carried the active set fall back to ``step_names``:
+a record's step number maps to a name in ``limits.steps`` (without it, the number itself is the
+name). Each excursion is reported with the step it started in and the active limits' label.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +27,18 @@ from daq.records import Record
 from daq.safety.evaluator import Evaluator
 from daq.safety.events import TRIP, WARNING, Excursion
 from daq.safety.limits import LimitSet
+from daq.safety.step_limits import LimitSwitch
 
 _RULE = "fail on any trip-level excursion; warnings are listed but pass"
 _STRICT_RULE = "strict: fail on any excursion, warnings included"
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """Where an excursion started: the record's step number and the active limits' label."""
+
+    step: int
+    limits: str  # which layers were active: 'global', 'steps.rest', 'profile', 'steps.charge+profile'
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +49,10 @@ class CheckResult:
     records: int
     start_ns: int  # first record's time (0 if there were none)
     end_ns: int
+    contexts: tuple[StepContext, ...] = ()  # one per excursion, same order (empty: unknown)
+
+    def context(self, index: int) -> StepContext | None:
+        return self.contexts[index] if index < len(self.contexts) else None
 
     @property
     def trips(self) -> tuple[Excursion, ...]:
@@ -61,10 +77,14 @@ class CheckResult:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict with stable keys; times in ns (absolute) and s (from the run start)."""
         excursions = []
-        for e in self.excursions:
+        for i, e in enumerate(self.excursions):
             item = e.to_dict()
             item["start_s"] = (e.start_ns - self.start_ns) / 1e9
             item["end_s"] = (e.end_ns - self.start_ns) / 1e9
+            context = self.context(i)
+            if context is not None:
+                item["step"] = context.step
+                item["step_limits"] = context.limits
             excursions.append(item)
         return {
             "verdict": self.verdict,
@@ -86,28 +106,44 @@ def check_run(
     *,
     strict: bool = False,
     step_names: Mapping[int, str] | None = None,
+    switches: Sequence[LimitSwitch] | None = None,
 ) -> CheckResult:
-    """Re-evaluate a recorded run against ``limits``; records must be in time order."""
+    """Re-evaluate a recorded run against ``limits``; records must be in time order.
+
+    ``switches`` (in time order) replay the live monitor's limit switches; without them the
+    per-step limits come from ``step_names`` (see the module docstring)."""
     found: list[Excursion] = []
     evaluator = Evaluator(limits, on_excursion=found.append)
     count = 0
     start_ns = end_ns = 0
     active_step: str | None = None
+    active_label = "global"
     last_step_key: tuple[str, int, int] | None = None
+    pending = list(switches or ())[::-1]  # next switch last
+    spans: list[tuple[int, int, str]] = []  # (from t_ns, step number, active limits label)
     for record in records:
         if count == 0:
             start_ns = record.t_ns
         count += 1
         end_ns = record.t_ns
-        step_key = (record.run_id, record.cycle, record.step)
-        if step_key != last_step_key:
-            last_step_key = step_key
-            name = _step_name(record, step_names)
-            step = name if name in limits.steps else None
-            if step != active_step:
-                active_step = step
-                step_limits = limits if step is None else limits.for_step(step)
-                evaluator.set_step_limits(step_limits, record.t_ns)
+        if switches is not None:
+            while pending and pending[-1].t_ns <= record.t_ns:
+                switch = pending.pop()
+                evaluator.set_step_limits(switch.limits, record.t_ns)
+                active_label = switch.label
+        else:
+            step_key = (record.run_id, record.cycle, record.step)
+            if step_key != last_step_key:
+                last_step_key = step_key
+                name = _step_name(record, step_names)
+                step = name if name in limits.steps else None
+                if step != active_step:
+                    active_step = step
+                    step_limits = limits if step is None else limits.for_step(step)
+                    evaluator.set_step_limits(step_limits, record.t_ns)
+                    active_label = "global" if step is None else f"steps.{step}"
+        if not spans or spans[-1][1:] != (record.step, active_label):
+            spans.append((record.t_ns, record.step, active_label))
         evaluator.evaluate(record)
         evaluator.check_stale(record.t_ns)
     if count:
@@ -120,7 +156,15 @@ def check_run(
         records=count,
         start_ns=start_ns,
         end_ns=end_ns,
+        contexts=tuple(_context(spans, e.start_ns) for e in found),
     )
+
+
+def _context(spans: list[tuple[int, int, str]], t_ns: int) -> StepContext:
+    """The span a time falls in (``spans`` sorted by start; before the first: the first)."""
+    i = max(bisect.bisect_right(spans, t_ns, key=lambda span: span[0]) - 1, 0)
+    _, step, label = spans[i]
+    return StepContext(step, label)
 
 
 def format_table(result: CheckResult) -> str:
@@ -131,8 +175,10 @@ def format_table(result: CheckResult) -> str:
     ]
     if result.excursions:
         header = ("level", "limit", "device", "channel", "start_s", "end_s", "dur_s", "peak", "threshold", "unit")
+        header += ("step", "step_limits")
         rows = [header]
-        for e in result.excursions:
+        for i, e in enumerate(result.excursions):
+            context = result.context(i)
             rows.append(
                 (
                     e.level,
@@ -145,6 +191,8 @@ def format_table(result: CheckResult) -> str:
                     _num(e.peak),
                     _num(e.threshold),
                     e.unit,
+                    "" if context is None else str(context.step),
+                    "" if context is None else context.limits,
                 )
             )
         widths = [max(len(row[col]) for row in rows) for col in range(len(header))]

@@ -1,6 +1,8 @@
 """The live safety monitor: the evaluator on the bench's hot path, the action ladder and the latch.
 
-Wiring (``Bench.start`` creates it when the bench file has ``safety:``):
+Wiring (``Bench.start`` creates it when the bench file has ``safety:``). It never sees the bench: it
+gets the journal, the run id, the clock, the cyclers (what the ladder and the interlock act on) and
+a task spawner (``daq.ports``); the bench makes ``hook`` its first record hook (ADR 0014).
 
 - ``hook(record)`` is the bench's FIRST record hook, so every record is judged before the journal
   and long before any sink. It is synchronous: it evaluates, queues alarm events on the journal
@@ -25,13 +27,17 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from daq.channels import OUTPUT_ON
+from daq.clock import Clock
 from daq.config.bench import SafetyConfig
+from daq.cycler import CyclerControl
 from daq.errors import DaqError
-from daq.journal import JournalReader
+from daq.journal import Journal, JournalReader
+from daq.ports import TaskSpawner
 from daq.records import Record
 from daq.safety.ack import ACK_RESULT, AckRequestReader, answered_request_seq, latched_trips
 from daq.safety.actions import ActionStep, SafeStateOutcome, bring_to_safe_state
@@ -40,9 +46,7 @@ from daq.safety.evaluator import Evaluator
 from daq.safety.events import TRIP, TRIPPED, AlarmEvent
 from daq.safety.interlock import InterlockedDriver
 from daq.safety.limits import LimitSet, load_limits
-
-if TYPE_CHECKING:
-    from daq.bench import Bench
+from daq.safety.step_limits import STEP_LIMITS, step_limit_set
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +77,31 @@ class SafetyMonitor:
 
     def __init__(
         self,
-        bench: Bench,
         config: SafetyConfig,
         *,
+        limits_path: Path,
+        journal: Journal,
+        run_id: str,
+        clock: Clock,
+        cyclers: Mapping[str, CyclerControl],
+        spawn: TaskSpawner,
         limits: LimitSet | None = None,
         ack_poll_s: float = 0.25,
         attempts: int = 3,
         unsafe_retry_s: float = 5.0,
     ) -> None:
-        self._bench = bench
         self.config = config
-        self.limits_path = bench.loaded.resolve(config.limits)
+        self.limits_path = limits_path
+        self._journal = journal
+        self._run_id = run_id
+        self._clock = clock
+        self._cyclers = cyclers  # the actions interface: the ladder and the interlock act on these
+        self._spawn = spawn
         if limits is None:
-            limits = getattr(bench.loaded, "limits", None) or load_limits(self.limits_path)
+            limits = load_limits(self.limits_path)
         self.limits: LimitSet = limits
-        self.evaluator = Evaluator(limits, clock_ns=bench.clock.wall_ns)
+        self.active_limits: LimitSet = limits  # the global set, tightened while a step runs
+        self.evaluator = Evaluator(limits, clock_ns=clock.wall_ns)
         self.on_trip: list[Callable[[AlarmEvent], None]] = []
         self.abort_reason = ""
         self.step_name: str | None = None
@@ -129,7 +143,7 @@ class SafetyMonitor:
 
     @property
     def run_id(self) -> str:
-        return self._bench.run_id
+        return self._run_id
 
     def status(self) -> dict[str, dict[str, Any]]:
         """The ``safety`` section of ``daq status``: the monitor, then one entry per active alarm."""
@@ -153,9 +167,9 @@ class SafetyMonitor:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore a latch of a resumed run, install the interlock, push device limits, hook in,
-        start the tasks. DeviceLimitError if the device limits do not read back."""
-        bench = self._bench
+        """Restore a latch of a resumed run, install the interlock, push device limits, start the
+        tasks. DeviceLimitError if the device limits do not read back. The caller then makes
+        ``hook`` the first record hook (before any poller starts) and ``status`` a status section."""
         self._event(
             "safety.limits",
             {
@@ -168,28 +182,26 @@ class SafetyMonitor:
             },
         )
         restored = self._restore()
-        for ctl in bench.cyclers.values():
+        for ctl in self._cyclers.values():
             if not isinstance(ctl.driver, InterlockedDriver):
                 ctl.driver = InterlockedDriver(
                     ctl.driver, is_latched=lambda: self.tripped, reason=self._reason, on_refused=self._refused
                 )
         if self.config.push_device_limits:
             values = device_limit_values(self.limits)
-            for name, ctl in bench.cyclers.items():
+            for name, ctl in self._cyclers.items():
                 result = await push_device_limits(ctl, values)
                 self.device_limits[name] = result
                 self._event("safety.device_limits", result.to_dict())
-        bench.hooks.insert(0, self.hook)
-        bench.status_providers["safety"] = self.status
-        bench.add_task(self._action_loop(), "safety:actions")
-        bench.add_task(self._stale_loop(), "safety:stale")
-        bench.add_task(self._ack_loop(), "safety:ack")
+        self._spawn(self._action_loop(), "safety:actions")
+        self._spawn(self._stale_loop(), "safety:stale")
+        self._spawn(self._ack_loop(), "safety:ack")
         if restored:
             self._wake.set()  # a resumed run with a latched trip: make sure the outputs are off
 
     def _restore(self) -> list[AlarmEvent]:
         """Trips of this run left latched by an earlier process (crash, resume) stay latched."""
-        with JournalReader(self._bench.journal.path) as reader:
+        with JournalReader(self._journal.path) as reader:
             events = reader.run_events(self.run_id)
         self._answered_seq = answered_request_seq(events)
         restored = latched_trips(events)
@@ -217,7 +229,7 @@ class SafetyMonitor:
             self._map_step(record.step)
         watch = self._watches.get(id(record.schema))
         if watch is None or watch.schema is not record.schema:
-            if record.schema.device not in self._bench.cyclers:
+            if record.schema.device not in self._cyclers:
                 return
             watch = self._watches[id(record.schema)] = _CyclerWatch(record)
         self._watch_cycler(watch, record)
@@ -285,7 +297,7 @@ class SafetyMonitor:
         self._publish([trip])
 
     def _publish(self, events: list[AlarmEvent]) -> None:
-        journal, run_id = self._bench.journal, self.run_id
+        journal, run_id = self._journal, self.run_id
         trips = []
         for event in events:
             journal.append_event(run_id, event.t_ns, f"alarm.{event.kind}", event.to_dict())
@@ -314,7 +326,7 @@ class SafetyMonitor:
         if self.step_names.get(step) != name:
             self.step_names[step] = name
             names = {str(k): v for k, v in self.step_names.items()}
-            self._bench.journal.queue_run_value(self.run_id, STEP_NAMES_KEY, names)
+            self._journal.queue_run_value(self.run_id, STEP_NAMES_KEY, names)
 
     def _wake_ladder(self) -> None:
         self._ladder_pending = True
@@ -322,13 +334,34 @@ class SafetyMonitor:
 
     # --- runner API --------------------------------------------------------------------------
 
-    def set_step_limits(self, step_name: str | None) -> list[AlarmEvent]:
-        """Switch to the limits of the named step (``limits.steps``), or back to the global ones."""
-        limits = self.limits if step_name is None else self.limits.for_step(step_name)
+    def set_step_limits(
+        self,
+        step_name: str | None,
+        overrides: Sequence[Mapping[str, Any]] = (),
+        *,
+        step: int | None = None,
+        label: str = "",
+    ) -> list[AlarmEvent]:
+        """Switch to the limits of a step, or back to the global ones (``step_name`` None, no overrides).
+
+        The active set is the global set, tightened by ``limits.steps[step_name]`` if the limit set
+        has it, then by each of ``overrides`` in turn (the profile step's own ``limits:``, enclosing
+        loops first). Each may only tighten: a looser one raises ConfigError (the runner validates
+        profiles before they start, so this only guards against a bypass). The switch is journaled
+        with the full active set, so ``daq check`` replays exactly what judged each record.
+        """
+        limits = step_limit_set(self.limits, step_name, overrides, where=label or f"step {step}")
         events = self.evaluator.set_step_limits(limits)
         self.step_name = step_name
+        self.active_limits = limits
         self._mapped_step = -1  # re-learn the step number -> name pair on the next record
-        self._event("safety.step_limits", {"step": step_name, "tightened": step_name in self.limits.steps})
+        tightened = limits is not self.limits
+        data: dict[str, Any] = {"step": step_name, "tightened": tightened}
+        if step is not None:
+            data.update(step_number=step, label=label, overrides=[dict(o) for o in overrides])
+        if tightened:
+            data["limits"] = limits.model_dump(mode="json")
+        self._event(STEP_LIMITS, data)
         if events:
             self._publish(events)
         return events
@@ -338,11 +371,11 @@ class SafetyMonitor:
         if not who:
             raise ValueError("acknowledge needs the name of who acknowledges")
         events = self.evaluator.acknowledge(who)
-        t = self._bench.clock.wall_ns()
+        t = self._clock.wall_ns()
         for trip in self._own_latched.values():
             events.append(trip.acknowledged_by(who, t))
         self._own_latched.clear()
-        journal = self._bench.journal
+        journal = self._journal
         extra = {"note": note, "request_seq": request_seq}
         for event in events:
             journal.append_event(self.run_id, event.t_ns, "alarm.acknowledged", {**event.to_dict(), **extra})
@@ -371,11 +404,10 @@ class SafetyMonitor:
 
     async def run_ladder(self) -> dict[str, SafeStateOutcome]:
         """Bring every cycler to a safe state now (the action task calls this after a trip)."""
-        bench = self._bench
         self._ladder_running = True
         reasons = [t.message for t in self.trip_reasons()]
         try:
-            cyclers = list(bench.cyclers.values())
+            cyclers = list(self._cyclers.values())
             results = await asyncio.gather(
                 *(
                     bring_to_safe_state(
@@ -402,25 +434,25 @@ class SafetyMonitor:
                 "cyclers": {name: o.to_dict() for name, o in outcomes.items()},
             }
             self._event("safety.safe_state", summary)
-            self._bench.journal.queue_run_value(
+            self._journal.queue_run_value(
                 self.run_id, "safety", {"tripped": True, "abort_reason": self.abort_reason, **summary}
             )
             await asyncio.to_thread(self._flush)
             return outcomes
         finally:
             self._ladder_running = False
-            self._ladder_done_ns = bench.clock.wall_ns()
+            self._ladder_done_ns = self._clock.wall_ns()
             self._ladder_done_real = time.monotonic()
 
     def _flush(self) -> None:
         """Commit the trip's evidence now instead of with the next batch (a crash may follow)."""
         try:
-            self._bench.journal.flush()
+            self._journal.flush()
         except DaqError as exc:
             log.error("could not commit the trip record: %s", exc)
 
     async def _stale_loop(self) -> None:
-        clock, period = self._bench.clock, self.config.stale_check_period_s
+        clock, period = self._clock, self.config.stale_check_period_s
         while True:
             await clock.sleep(period)
             events = self.evaluator.check_stale(clock.wall_ns())
@@ -428,7 +460,7 @@ class SafetyMonitor:
                 self._publish(events)
 
     async def _ack_loop(self) -> None:
-        reader = AckRequestReader(self._bench.journal.path, self.run_id, after_seq=self._answered_seq)
+        reader = AckRequestReader(self._journal.path, self.run_id, after_seq=self._answered_seq)
         while True:
             try:
                 requests = await asyncio.to_thread(reader.pending)
@@ -442,7 +474,7 @@ class SafetyMonitor:
     # --- journal helpers ---------------------------------------------------------------------
 
     def _event(self, kind: str, data: dict[str, Any]) -> None:
-        self._bench.journal.append_event(self.run_id, self._bench.clock.wall_ns(), kind, data)
+        self._journal.append_event(self.run_id, self._clock.wall_ns(), kind, data)
 
     def _journal_step(self, step: ActionStep) -> None:
         self._event("safety.action", step.to_dict())

@@ -125,7 +125,8 @@ async def test_a_safety_trip_aborts_the_test_and_the_output_stays_off(tmp_path: 
     cfg = yaml.safe_load(bench.read_text())
     cfg["safety"] = {"limits": str(limits), "push_device_limits": False}
     bench.write_text(yaml.safe_dump(cfg))
-    profile = write_profile(tmp_path, ["Charge at 1C until 4.2 V", "Rest for 1 hour"], capacity_ah=27)
+    # no voltage end: a 4.2 V/cell clamp (58.8 V) above the 56 V trip is refused before the start
+    profile = write_profile(tmp_path, ["Charge at 1C for 1 hour", "Rest for 1 hour"], capacity_ah=27)
     session, task = await start_session(bench, profile)
     sim = session.bench.simulation.cyclers["sim-0"]
     outcome = None
@@ -148,7 +149,7 @@ async def test_a_safety_trip_aborts_the_test_and_the_output_stays_off(tmp_path: 
     assert aborts and aborts[0]["who"] == "safety"
     assert state["phase"] == "aborted"
     started = [e.data["label"] for e in events if e.kind == "runner.step_started"]
-    assert started == ["Charge at 1C until 4.2 V"]  # the rest step never started
+    assert started == ["Charge at 1C for 1 hour"]  # the rest step never started
 
 
 def test_ctrl_c_pauses_the_test_and_resume_finishes_it(tmp_path: Path) -> None:

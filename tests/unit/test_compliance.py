@@ -169,8 +169,12 @@ def test_json_and_table_rendering():
         "peak",
         "threshold",
         "unit",
+        "step",
+        "step_limits",
     ]
-    assert lines[3].split() == ["trip", "cell_voltage_max_v", "bms-1", "cell3_v", "10", "11", "1", "4.26", "4.25", "V"]
+    row = ["trip", "cell_voltage_max_v", "bms-1", "cell3_v", "10", "11", "1", "4.26", "4.25", "V", "1", "global"]
+    assert lines[3].split() == row
+    assert (trip["step"], trip["step_limits"]) == (1, "global")
     assert lines[-1].startswith("verdict: FAIL  (1 trip, 1 warning; rule: fail on any trip-level excursion")
 
 
@@ -187,3 +191,26 @@ def test_open_sensor_excursion_renders_without_nan():
 def test_empty_run():
     result = check_run([], LIMITS)
     assert (result.records, result.verdict, result.excursions) == (0, "pass", ())
+
+
+def test_recorded_limit_switches_judge_each_record_by_the_limits_active_at_its_time():
+    from daq.safety.step_limits import LimitSwitch, rebuilt_switches, step_limit_set
+
+    run = bench_run({10.0: 4.23, 11.0: 4.10})  # 4.23 V passes the global trip (4.25)
+    tight = step_limit_set(LIMITS, None, [{"cell_voltage_max_v": {"warn": 4.15, "trip": 4.2}}])
+    switches = [LimitSwitch(ts(5.0), tight, "profile"), LimitSwitch(ts(11.0), LIMITS, "global")]
+    result = check_run(run, LIMITS, switches=switches)
+    (trip,) = result.trips
+    assert (trip.threshold, trip.start_ns) == (4.2, ts(10.0))
+    assert result.context(result.excursions.index(trip)).limits == "profile"
+    assert check_run(run, LIMITS).trips == ()  # without the switch: the global limits pass it
+
+    # rebuilt on another spec: an override looser than that spec is noted and not applied
+    recorded = [(ts(5.0), {"step": "charge", "step_number": 2, "label": "step 2 (cc)", "overrides": [
+        {"cell_voltage_max_v": {"warn": 4.24, "trip": 4.3}}
+    ]})]  # fmt: skip
+    strict = step_limit_set(LIMITS, None, [{"cell_voltage_max_v": {"warn": 4.1, "trip": 4.15}}])
+    (switch,), notes = rebuilt_switches(recorded, strict)
+    assert switch.limits.cell_voltage_max_v.trip == 4.15 and switch.label == "global"
+    assert notes and notes[0].startswith("step 2 (cc): its own limits do not tighten")
+    assert "cell_voltage_max_v.trip: 4.3 is higher than the global 4.15" in notes[0]

@@ -49,3 +49,52 @@ def test_nothing_pruned_when_under_budget(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     assert prune_delivered(conn, max_bytes=10**9, delivered_seq=100, keep_run="other")[0] == 0
     conn.close()
+
+
+def test_the_budget_task_prunes_what_every_sink_delivered_and_says_when_it_is_over(tmp_path: Path) -> None:
+    from daq.clock import MonotonicClock
+    from daq.journal_budget import JournalBudget
+
+    path = tmp_path / "j.sqlite"
+    with Journal(path, commit_interval_s=0.01) as journal:
+        old = journal.begin_run("b", schemas=[SCHEMA], started_ns=0)
+        fill(journal, old, 3000, 0)
+        journal.end_run(old, status="completed")
+        current = journal.begin_run("b", schemas=[SCHEMA], started_ns=10**12)
+        fill(journal, current, 3000, 10**12)
+        with JournalReader(path) as reader:
+            reader.set_cursor("sink:a", 6000)  # sink a has everything, sink b only the first 500
+            reader.set_cursor("sink:b", 500)
+        budget = JournalBudget(
+            journal, run_id=current, clock=MonotonicClock(), sink_names=lambda: ["a", "b"], max_bytes=1
+        )
+        budget.check_once()
+        assert budget.pruned_rows == 500  # only what both sinks delivered
+        budget._judge()
+        assert budget.status()["state"] == "over"
+        journal.flush()
+    with JournalReader(path) as reader:
+        assert len(list(reader.iter_run_records(old))) == 2500
+        assert len(list(reader.iter_run_records(current))) == 3000
+        kinds = [e.kind for e in reader.run_events(current)]
+    assert kinds == ["journal.size_over"]
+
+
+def test_the_budget_keeps_what_a_sink_may_still_replay(tmp_path: Path) -> None:
+    """A sink that rewinds after a server crash (daq.sinks.replay) still needs its window."""
+    from daq.clock import MonotonicClock
+    from daq.journal_budget import JournalBudget
+
+    path = tmp_path / "j.sqlite"
+    with Journal(path, commit_interval_s=0.01) as journal:
+        old = journal.begin_run("b", schemas=[SCHEMA], started_ns=0)
+        fill(journal, old, 3000, 0)
+        journal.end_run(old, status="completed")
+        current = journal.begin_run("b", schemas=[SCHEMA], started_ns=10**12)
+        fill(journal, current, 10, 10**12)
+        with JournalReader(path) as reader:
+            reader.set_cursor("sink:a", 3010)  # delivered everything, but may resend from seq 1200 on
+            reader.set_cursor("sink:a:replay", 1200)
+        budget = JournalBudget(journal, run_id=current, clock=MonotonicClock(), sink_names=lambda: ["a"], max_bytes=1)
+        budget.check_once()
+        assert budget.pruned_rows == 1200
