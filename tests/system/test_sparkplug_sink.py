@@ -14,9 +14,12 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+import yaml
 
+from daq.bench import Bench
+from daq.config.loader import load_bench
 from daq.config.sinks import SparkplugSinkConfig
-from daq.journal import Journal
+from daq.journal import Journal, JournalReader
 from daq.records import Quality
 from daq.sinks import build_sink
 from daq.sinks.sparkplug import sparkplug_b_pb2 as pb
@@ -180,3 +183,43 @@ async def test_no_seq_gap_and_no_lost_record_across_a_broker_outage(
     replayed = {(p.device, p.timestamp_ms) for p in s.data if p.historical}
     outage = {(device_of(d), t // 1_000_000) for d, t in list(bench.expected)[300:500]}
     assert outage <= replayed  # records journaled during the outage arrive flagged historical
+
+
+async def test_the_can_demo_bench_reaches_a_scada_host(mosquitto: MosquittoServer, tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "configs" / "demo_can.yaml").read_text())
+    cfg["journal"] = {"path": str(tmp_path / "journal.sqlite"), "commit_interval_s": 0.1}
+    cfg["simulation"]["time_scale"] = 5
+    for entry in (cfg["simulation"]["simulators"][1], cfg["devices"][1]):
+        entry.update(channel="can-scada", dbc=str(REPO / "configs" / "dbc" / "demo_pack.dbc"))
+    cfg["devices"][0]["regmap"] = str(REPO / "configs" / "regmaps" / "sim_cycler.yaml")
+    cfg["sinks"] = [sink_config(mosquitto.port, device_ids={})]
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    collector = await MqttCollector(mosquitto.port, "spBv1.0/#", identifier="scada-host").start()
+    bench = Bench(load_bench(path))
+    await bench.start()
+
+    def good_cells() -> bool:
+        points = SparkplugStream(GROUP, "demo-can", list(collector.messages)).data
+        return any(p.device == "bms-can" and p.name == "cell14_v" and p.value for p in points)
+
+    try:
+        await eventually(good_cells, what="good CAN BMS cells at the SCADA host")
+    finally:
+        await bench.stop()
+        await collector.stop()
+    s = SparkplugStream(GROUP, "demo-can", list(collector.messages))
+    assert s.problems == []
+    assert {s.units[("bms-can", f"cell{n}_v")] for n in range(1, 15)} == {"V"}
+    got = s.records()
+    with JournalReader(tmp_path / "journal.sqlite") as reader:
+        records = [r for r in reader.iter_run_records(bench.run_id) if r.device == "bms-can"]
+    compared = 0
+    for rec in records:
+        points = got.get(("bms-can", rec.t_ns // 1_000_000))
+        cells = [rec.get(f"cell{n}_v") for n in range(1, 15)]
+        if points is None or any(math.isnan(v) for v in cells):
+            continue  # the cell frames had not all arrived yet
+        assert [points[f"cell{n}_v"].value for n in range(1, 15)] == cells
+        compared += 1
+    assert compared >= 1
