@@ -20,13 +20,13 @@ from daq.bench import Bench
 from daq.config.loader import load_bench
 from daq.config.sinks import SparkplugSinkConfig
 from daq.journal import Journal, JournalReader
-from daq.records import Quality
+from daq.records import Channel, DeviceSchema, Quality
 from daq.sinks import build_sink
 from daq.sinks.sparkplug import sparkplug_b_pb2 as pb
 from tests.helpers import REPO
 from tests.servers import *  # noqa: F403  (fixtures)
 from tests.servers import MosquittoServer
-from tests.system.sink_helpers import MqttCollector, SyntheticBench, eventually, stop_task
+from tests.system.sink_helpers import CYCLER, MqttCollector, SyntheticBench, eventually, stop_task
 from tests.system.sparkplug_host import SparkplugStream
 
 pytestmark = pytest.mark.system
@@ -223,3 +223,28 @@ async def test_the_can_demo_bench_reaches_a_scada_host(mosquitto: MosquittoServe
         assert [points[f"cell{n}_v"].value for n in range(1, 15)] == cells
         compared += 1
     assert compared >= 1
+
+
+async def test_a_device_whose_channels_change_gets_a_full_rebirth(mosquitto: MosquittoServer, journal: Journal) -> None:
+    collector = await MqttCollector(mosquitto.port, "spBv1.0/#", identifier="scada-host").start()
+    first = SyntheticBench(journal, bench_id=BENCH, schemas=(CYCLER,))
+    sink = make_sink(journal, mosquitto.port)
+    task = asyncio.create_task(sink.run(), name="sink:scada")
+    wider = DeviceSchema("cycler-1", "cycler", (*CYCLER.channels, Channel("temperature_c", "degC")))
+    try:
+        first.write(5)
+        await eventually(lambda: len(stream(collector).records()) >= 5, what="the first run's records")
+        second = SyntheticBench(journal, bench_id=BENCH, schemas=(wider,))  # the next run: one channel more
+        second.write(5)
+        await eventually(lambda: len(stream(collector).records()) >= 10, what="the second run's records")
+    finally:
+        await stop_task(task)
+        await collector.stop()
+    s = stream(collector)
+    assert s.problems == []  # no alias of the old birth is reused for the new channel set
+    assert len(s.bd_seqs) == 2 and s.bd_seqs[0] == s.bd_seqs[1]  # a rebirth in the same session
+    assert s.units[("cycler-1", "temperature_c")] == "degC"
+    last = {
+        name: p.value for name, p in s.records()[("cycler-1", max(t for _, t in second.expected) // 1_000_000)].items()
+    }
+    assert set(last) == {c.name for c in wider.channels}
