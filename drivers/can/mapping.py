@@ -138,7 +138,7 @@ def _conversion(
         known = ", ".join(repr(u) for u in UNIT_CONVERSIONS[target])
         problems.append(
             f"{where}: signal {signal.name} has unit {unit!r}, which does not convert to {target} (known: {known});"
-            " give scale: (the factor to {target}) in the mapping".replace("{target}", target)
+            f" give scale: (the factor to {target}) in the mapping"
         )
         return 1.0, 0.0
     return conv[0] * sign, conv[1]

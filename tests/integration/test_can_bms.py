@@ -110,6 +110,24 @@ async def test_each_fault_marks_its_channels_and_clears(tmp_path: Path) -> None:
         await bench.stop()
 
 
+async def test_protections_set_in_the_simulator_reach_the_alarm_channels(tmp_path: Path) -> None:
+    def protections(cfg: dict[str, Any]) -> None:
+        cfg["simulation"]["simulators"][1]["faults"] = {
+            "protections": {"cell_overvoltage": "alarm", "cell_imbalance": "warning"}
+        }
+
+    bench = Bench(load_bench(demo_bench(tmp_path, channel="can-alarms", edit=protections)))
+    await bench.start()
+    try:
+        await wait_until(lambda: (r := latest(bench)) is not None and r.all_good(), what="a good CAN BMS record")
+        rec = latest(bench)
+        assert (rec.get("alarm_cell_overvoltage"), rec.get("alarm_cell_imbalance"), rec.get("alarm_level")) == (2, 1, 2)
+        assert rec.get("alarm_charge_overcurrent") == 0
+        assert rec.quality[rec.schema.index["alarm_fuse"]] == GOOD  # not in the DBC: NaN, "cannot tell"
+    finally:
+        await bench.stop()
+
+
 async def test_the_safety_data_age_check_trips_on_a_silent_can_bms(tmp_path: Path) -> None:
     limits = tmp_path / "limits.yaml"
     limits.write_text(yaml.safe_dump({"name": "can data age", "data_age_max_s": {"trip": 2.0}}))
