@@ -174,8 +174,7 @@ class SparkplugSink:
         now = self._now_ms()
         info = {"Software": f"battery-daq {__version__}", "Bench": self.bench_id}
         messages = [(self.topics.node("NBIRTH"), session.nbirth(t_ms=now, node_info=info))]
-        for name, device in session.devices.items():
-            del name
+        for device in session.devices.values():
             messages.append((self.topics.device("DBIRTH", device.device_id), session.dbirth(device, t_ms=now)))
         await self._publish_all(client, messages)
 
