@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daq.config.sinks import SinkConfig
 from drivers.bms.model import AlarmName
-from drivers.can.mapping import CanChannelSpec, SignalSpec, expand_signal_names
+from drivers.can.mapping import CanChannelSpec, SignalSpec, expand_signal_names, mux_indexed
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -127,13 +127,31 @@ def _signal_spec(ref: SignalRef | None) -> SignalSpec | None:
     return SignalSpec(ref) if isinstance(ref, str) else ref.spec()
 
 
+class CanMuxedSignalsConfig(Strict):
+    """Cells (or sensors) sent k per frame, the mux value saying which group: cell n is
+    ``signals[(n-1) % k]`` in mux value ``first_mux + (n-1) // k``."""
+
+    signals: list[str] = Field(min_length=1, description="the signals of one frame, in cell order")
+    first_mux: Annotated[int, Field(ge=0)] = Field(default=0, description="the mux value of cells 1..k")
+
+
+CellSignals = str | list[str] | CanMuxedSignalsConfig
+
+
+def _cell_signals(ref: CellSignals, count: int) -> tuple[str | tuple[str, int], ...]:
+    if isinstance(ref, CanMuxedSignalsConfig):
+        return mux_indexed(ref.signals, count, first_mux=ref.first_mux)
+    return expand_signal_names(ref, count)
+
+
 class CanSignalsConfig(Strict):
     """DBC signals -> the standard BMS channels. ``cells`` and ``temperatures`` are a list of signal
-    names (cell 1 first) or one template with ``{n}`` (1-based), e.g. ``Cell{n:02d}_Voltage``;
-    multiplexed signals are found in their mux by name. Units convert from the DBC (mV, K, ...)."""
+    names (cell 1 first), one template with ``{n}`` (1-based), e.g. ``Cell{n:02d}_Voltage``, or
+    ``{signals: [...], first_mux: 0}`` when the mux value gives the cell index. Multiplexed
+    signals are found in their mux by name. Units convert from the DBC (mV, K, ...)."""
 
-    cells: str | list[str]
-    temperatures: str | list[str] = Field(default_factory=list)
+    cells: CellSignals
+    temperatures: CellSignals = Field(default_factory=list)
     voltage_v: SignalRef | None = None
     current_a: SignalRef | None = None
     soc_pct: SignalRef | None = None
@@ -146,8 +164,8 @@ class CanSignalsConfig(Strict):
 
     def spec(self, *, cells: int, sensors: int) -> CanChannelSpec:
         return CanChannelSpec(
-            cells=expand_signal_names(self.cells, cells),
-            temperatures=expand_signal_names(self.temperatures, sensors),
+            cells=_cell_signals(self.cells, cells),
+            temperatures=_cell_signals(self.temperatures, sensors),
             voltage_v=_signal_spec(self.voltage_v),
             current_a=_signal_spec(self.current_a),
             soc_pct=_signal_spec(self.soc_pct),

@@ -52,12 +52,17 @@ class SignalSpec:
     discharge_positive: bool = False
 
 
+# A signal by name, or (name, mux value) for a signal sent in several mux values (DBC extended
+# multiplexing, SG_MUL_VAL_), where the mux value says which cell the frame carries.
+SignalName = str | tuple[str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class CanChannelSpec:
     """Which DBC signal feeds which BMS channel. Cells and temperatures are in order, cell 1 first."""
 
-    cells: tuple[str, ...]
-    temperatures: tuple[str, ...] = ()
+    cells: tuple[SignalName, ...]
+    temperatures: tuple[SignalName, ...] = ()
     voltage_v: SignalSpec | None = None
     current_a: SignalSpec | None = None
     soc_pct: SignalSpec | None = None
@@ -126,6 +131,13 @@ def expand_signal_names(names: str | Sequence[str], count: int) -> tuple[str, ..
     return tuple(names)
 
 
+def mux_indexed(signals: Sequence[str], count: int, *, first_mux: int = 0) -> tuple[tuple[str, int], ...]:
+    """Cells carried k per frame, the mux value giving the group: cell n is ``signals[(n-1) % k]``
+    in mux value ``first_mux + (n-1) // k`` (the foxBMS-style layout)."""
+    k = len(signals)
+    return tuple((signals[(n - 1) % k], first_mux + (n - 1) // k) for n in range(1, count + 1))
+
+
 def _conversion(
     signal: Any, target: str, spec: SignalSpec | None, where: str, problems: list[str]
 ) -> tuple[float, float]:
@@ -166,27 +178,31 @@ def resolve_mapping(
     for message in db.messages:
         for sig in message.signals:
             by_signal.setdefault(sig.name, []).append(message)
-    wanted: list[tuple[str, str, SignalSpec | None, str, SlotKind]] = []  # channel, signal, spec, unit, kind
+    # channel, signal, its mux value when the spec fixes it, spec, unit, kind
+    wanted: list[tuple[str, str, int | None, SignalSpec | None, str, SlotKind]] = []
     for name, target in ((std.VOLTAGE, "V"), (std.CURRENT, "A"), (std.SOC, "%")):
         s = getattr(spec, name)
         if s is not None:
-            wanted.append((name, s.signal, s, target, "value"))
-    wanted += [(std.cell_voltage(n), sig, None, "V", "value") for n, sig in enumerate(spec.cells[:cells], 1)]
-    wanted += [
-        (std.cell_temperature(n), sig, None, "degC", "value") for n, sig in enumerate(spec.temperatures[:sensors], 1)
-    ]
+            wanted.append((name, s.signal, None, s, target, "value"))
+    for channels_of, names, target in (
+        (std.cell_voltage, spec.cells[:cells], "V"),
+        (std.cell_temperature, spec.temperatures[:sensors], "degC"),
+    ):
+        for n, ref in enumerate(names, 1):
+            signal, mux = (ref, None) if isinstance(ref, str) else ref
+            wanted.append((channels_of(n), signal, mux, None, target, "value"))
     for channel, kind in ((BALANCE_MASK, "mask"), (CHARGE_FET, "flag"), (DISCHARGE_FET, "flag")):
         sig = getattr(spec, channel)
         if sig is not None:
-            wanted.append((channel, sig, None, "", kind))
-    wanted += [(alarm_channel(alarm), sig, None, "", "level") for alarm, sig in spec.alarms]
+            wanted.append((channel, sig, None, None, "", kind))
+    wanted += [(alarm_channel(alarm), sig, None, None, "", "level") for alarm, sig in spec.alarms]
     cycle_times_s = cycle_times_s or {}
     known_messages = {m.name for m in db.messages}
     for name in sorted(set(cycle_times_s) - known_messages):
         problems.append(f"{where}: cycle_times_s names message {name!r}, which the DBC does not define")
     frames: dict[int, FrameMap] = {}
     slots_by_source: dict[tuple[int, int | None], list[SlotMap]] = {}
-    for channel, signal_name, sig_spec, target, kind in wanted:
+    for channel, signal_name, fixed_mux, sig_spec, target, kind in wanted:
         messages = by_signal.get(signal_name)
         if not messages:
             problems.append(
@@ -213,6 +229,20 @@ def resolve_mapping(
             )
             continue
         muxes: list[int | None] = list(sig.multiplexer_ids or [None])
+        if fixed_mux is not None:
+            if fixed_mux not in muxes:
+                problems.append(
+                    f"{where}: {channel} maps signal {signal_name!r} in mux value {fixed_mux}, but the DBC sends it"
+                    f" in mux values {_ranges(muxes)}; check first_mux and the number of cells"
+                )
+                continue
+            muxes = [fixed_mux]
+        elif len(muxes) > 1:
+            problems.append(
+                f"{where}: {channel} maps signal {signal_name!r}, which the DBC sends in mux values {_ranges(muxes)}:"
+                " the mux value says which cell it is; map the cells with {signals: [...], first_mux: N}"
+            )
+            continue
         mux_signal = next((s.name for s in message.signals if s.is_multiplexer), None)
         frame = frames.get(message.frame_id)
         if frame is None:
@@ -235,6 +265,11 @@ def resolve_mapping(
     alarm_slots = tuple(index[alarm_channel(a)] for a, _ in spec.alarms)
     unmapped = tuple(i for i in range(len(channels)) if i not in mapped and i != alarm_level_slot)
     return CanMapping(channels, frames, alarm_level_slot, alarm_slots, unmapped), []
+
+
+def _ranges(values: Sequence[int | None]) -> str:
+    numbers = sorted(v for v in values if v is not None)
+    return f"{numbers[0]}-{numbers[-1]}" if len(numbers) > 2 else ", ".join(map(str, numbers))
 
 
 def _physical(slot: SlotMap, value: float) -> tuple[float, int]:

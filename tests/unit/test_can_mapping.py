@@ -15,6 +15,7 @@ from drivers.can.mapping import (
     CanFrameEncoder,
     SignalSpec,
     expand_signal_names,
+    mux_indexed,
     resolve_mapping,
 )
 from tests.helpers import REPO
@@ -161,3 +162,38 @@ def test_problems_name_the_signal_the_dbc_lacks_and_the_unit_that_does_not_conve
     assert any("signal ChargeFET has unit ''" in p and "scale:" in p for p in problems)
     _, problems = resolve_mapping(load_dbc(DBC), demo_spec(), cells=15, sensors=SENSORS)
     assert problems == ["signals.cells: 14 signals for 15 cells"]
+
+
+EXTENDED_MUX = REPO / "tests" / "vectors" / "can_extended_mux.dbc"
+
+
+def test_the_mux_value_gives_the_cell_index_with_extended_multiplexing() -> None:
+    db = load_dbc(EXTENDED_MUX)
+    spec = CanChannelSpec(cells=mux_indexed(["CellV_a", "CellV_b", "CellV_c"], CELLS))
+    mapping, problems = resolve_mapping(db, spec, cells=CELLS, sensors=0)
+    assert problems == []
+    assert mapping is not None
+    names = [c.name for c in mapping.channels]
+    values = [math.nan] * len(names)
+    for n in range(1, CELLS + 1):
+        values[names.index(f"cell{n}_v")] = 3.5 + n / 100
+    assembler = CanFrameAssembler(mapping)
+    send_all(mapping, assembler, values, 0.0)
+    got, quality = record(mapping, assembler, 0.01)
+    assert [round(got[f"cell{n}_v"], 3) for n in range(1, CELLS + 1)] == [round(3.5 + n / 100, 3) for n in range(1, 15)]
+    assert {quality[f"cell{n}_v"] for n in range(1, CELLS + 1)} == {int(Quality.GOOD)}
+
+
+def test_a_signal_sent_in_several_mux_values_must_be_mapped_by_mux() -> None:
+    db = load_dbc(EXTENDED_MUX)
+    by_name = CanChannelSpec(cells=("CellV_a",) * CELLS)
+    _, problems = resolve_mapping(db, by_name, cells=CELLS, sensors=0)
+    assert problems and "sends in mux values 0-4: the mux value says which cell it is" in problems[0]
+    too_many = CanChannelSpec(cells=mux_indexed(["CellV_a", "CellV_b", "CellV_c"], CELLS, first_mux=1))
+    _, problems = resolve_mapping(db, too_many, cells=CELLS, sensors=0)
+    assert problems == [
+        "signals: cell13_v maps signal 'CellV_a' in mux value 5, but the DBC sends it in mux values 0-4;"
+        " check first_mux and the number of cells",
+        "signals: cell14_v maps signal 'CellV_b' in mux value 5, but the DBC sends it in mux values 0-4;"
+        " check first_mux and the number of cells",
+    ]
