@@ -68,6 +68,7 @@ class SparkplugStream:
     births: list[Message] = field(default_factory=list)
     bd_seqs: list[int] = field(default_factory=list)  # of each NBIRTH, in order
     deaths: list[int] = field(default_factory=list)  # bdSeq of each NDEATH
+    device_deaths: list[str] = field(default_factory=list)  # the device of each DDEATH
     units: dict[tuple[str, str], str] = field(default_factory=dict)
     types: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -115,6 +116,11 @@ class SparkplugStream:
             elif p.seq != (seq + 1) % 256:
                 self.problems.append(f"#{i} {kind} seq {p.seq} after {seq}: a gap")
             seq = p.seq
+            if kind == "DDEATH":
+                assert device is not None
+                born.discard(device)  # its data must wait for a new DBIRTH
+                self.device_deaths.append(device)
+                continue
             if kind == "DBIRTH":
                 assert device is not None
                 born.add(device)

@@ -20,13 +20,13 @@ from daq.bench import Bench
 from daq.config.loader import load_bench
 from daq.config.sinks import SparkplugSinkConfig
 from daq.journal import Journal, JournalReader
-from daq.records import Channel, DeviceSchema, Quality
+from daq.records import Channel, DeviceSchema, Quality, Record
 from daq.sinks import build_sink
 from daq.sinks.sparkplug import sparkplug_b_pb2 as pb
 from tests.helpers import REPO
 from tests.servers import *  # noqa: F403  (fixtures)
 from tests.servers import MosquittoServer
-from tests.system.sink_helpers import CYCLER, MqttCollector, SyntheticBench, eventually, stop_task
+from tests.system.sink_helpers import BMS, CYCLER, MqttCollector, SyntheticBench, eventually, stop_task
 from tests.system.sparkplug_host import SparkplugStream
 
 pytestmark = pytest.mark.system
@@ -248,3 +248,29 @@ async def test_a_device_whose_channels_change_gets_a_full_rebirth(mosquitto: Mos
         name: p.value for name, p in s.records()[("cycler-1", max(t for _, t in second.expected) // 1_000_000)].items()
     }
     assert set(last) == {c.name for c in wider.channels}
+
+
+async def test_a_device_that_stops_answering_gets_ddeath_then_a_new_dbirth(
+    mosquitto: MosquittoServer, journal: Journal
+) -> None:
+    collector = await MqttCollector(mosquitto.port, "spBv1.0/#", identifier="scada-host").start()
+    bench = SyntheticBench(journal, bench_id=BENCH, schemas=(BMS,))
+    sink = make_sink(journal, mosquitto.port)
+    task = asyncio.create_task(sink.run(), name="sink:scada")
+    try:
+        bench.write(3)
+        for _ in range(3):  # the BMS is silent: every value COMM_LOST
+            bench.t_ns += 1_000_000
+            silent = Record.failed(BMS, bench.t_ns, Quality.COMM_LOST)
+            silent.run_id = bench.run_id
+            journal.append(silent)
+        bench.write(2)
+        await eventually(lambda: len(stream(collector).records()) >= 5, what="data after the device came back")
+    finally:
+        await stop_task(task)
+        await collector.stop()
+    s = stream(collector)
+    assert s.problems == []  # includes: no DDATA between the DDEATH and the next DBIRTH
+    kinds = [k for k in s.kinds() if k.startswith("D")]
+    assert kinds == ["DBIRTH", "DDATA", "DDATA", "DDATA", "DDEATH", "DBIRTH", "DDATA", "DDATA"]
+    assert s.device_deaths == ["pack-bms"]

@@ -9,6 +9,9 @@ uncertain (stale); our own label in ``daqQuality``), so a SCADA never shows a Na
 Sequence rules (Sparkplug 3.0): ``seq`` runs 0..255 and wraps, over every NBIRTH/NDATA/DBIRTH/DDATA/
 DDEATH of one MQTT session; NBIRTH carries 0. ``bdSeq`` (birth/death sequence) is a metric of the
 NBIRTH and of the NDEATH registered as the MQTT will for that session, incremented per session.
+
+A device that stops answering (a record of only TIMEOUT / COMM_LOST) gets a DDEATH, and a DBIRTH
+again before its next data, so the host shows it offline instead of a row of nulls.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class BirthedDevice:
     device_id: str
     schema: DeviceSchema
     first_alias: int  # channel i has alias first_alias + i
-    last: Record | None = None
+    last: Record | None = None  # the last record sent as data (the values of the next DBIRTH)
+    alive: bool = True  # False after a DDEATH, until the next DBIRTH
 
 
 def _set_property(
@@ -130,8 +134,14 @@ class EdgeNodeSession:
         self.devices[schema.device] = d
         return d
 
+    def ddeath(self, device: BirthedDevice, *, t_ms: int) -> bytes:
+        """The device stopped answering (every value TIMEOUT or COMM_LOST): no data until its next DBIRTH."""
+        device.alive = False
+        return pb.Payload(timestamp=t_ms, seq=self._next_seq()).SerializeToString()
+
     def dbirth(self, device: BirthedDevice, *, t_ms: int) -> bytes:
         """Every metric of the device with name, alias, type, unit and its last value (null if none)."""
+        device.alive = True
         p = pb.Payload(timestamp=t_ms, seq=self._next_seq())
         last = device.last
         for i, channel in enumerate(device.schema.channels):
@@ -158,6 +168,14 @@ class EdgeNodeSession:
                 m.is_historical = True
             _fill_value(m, value, record.quality[i])
         return p.SerializeToString()
+
+
+_NO_ANSWER = frozenset({int(Quality.TIMEOUT), int(Quality.COMM_LOST)})
+
+
+def no_answer(quality: bytes) -> bool:
+    """The device did not answer at all in this record: a DDEATH for a SCADA host, not data."""
+    return set(quality) <= _NO_ANSWER
 
 
 def _fill_value(m: pb.Payload.Metric, value: float, quality: int) -> None:

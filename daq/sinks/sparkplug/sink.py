@@ -27,7 +27,7 @@ from daq.errors import JournalError, SinkError
 from daq.sinks.backoff import Backoff
 from daq.sinks.base import ErrorReporter, JournalFeed, RateMeter, SinkMetrics, cursor_names, error_text, iso_ns
 from daq.sinks.credentials import Secret, client_ssl_context, read_optional_secret
-from daq.sinks.sparkplug.payloads import EdgeNodeSession, SparkplugTopics, rebirth_requested
+from daq.sinks.sparkplug.payloads import EdgeNodeSession, SparkplugTopics, no_answer, rebirth_requested
 
 if TYPE_CHECKING:
     from daq.journal import Journal
@@ -175,6 +175,8 @@ class SparkplugSink:
         info = {"Software": f"battery-daq {__version__}", "Bench": self.bench_id}
         messages = [(self.topics.node("NBIRTH"), session.nbirth(t_ms=now, node_info=info))]
         for device in session.devices.values():
+            if not device.alive:
+                continue  # born again with its next answer
             messages.append((self.topics.device("DBIRTH", device.device_id), session.dbirth(device, t_ms=now)))
         await self._publish_all(client, messages)
 
@@ -194,21 +196,30 @@ class SparkplugSink:
             for topic, payload in messages:
                 tg.create_task(client.publish(topic, payload, qos=qos, retain=False, timeout=timeout))
 
-    def _encode(self, records: list[Record]) -> tuple[list[tuple[str, bytes]], bool]:
-        """DDATA for each record, a DBIRTH before a device's first; (messages, needs a full rebirth)."""
+    def _encode(self, records: list[Record]) -> tuple[list[tuple[str, bytes]], int]:
+        """DDATA for each record, a DBIRTH before a device's first, DDEATH when it stops answering.
+
+        Returns the messages and how many records they cover: fewer than all when a device's
+        channels changed (another run), which needs a full rebirth before its next record."""
         session, topics = self.session, self.topics
         now = self._now_ms()
         messages: list[tuple[str, bytes]] = []
-        for record in records:
+        for done, record in enumerate(records):
             if session.needs_birth(record):
                 if record.schema.device in session.devices:
-                    return messages, True  # its channels changed (another run): aliases must be reissued
-                device = session.add_device(record.schema)
+                    return messages, done  # aliases must be reissued
+                session.add_device(record.schema)
+                session.devices[record.schema.device].alive = False  # born below with this record
+            device = session.devices[record.schema.device]
+            if no_answer(record.quality):
+                if device.alive:
+                    messages.append((topics.device("DDEATH", device.device_id), session.ddeath(device, t_ms=now)))
+                continue
+            if not device.alive:
                 messages.append((topics.device("DBIRTH", device.device_id), session.dbirth(device, t_ms=now)))
-            device_id = session.device_id(record.schema.device)
             payload = session.ddata(record, t_ms=now, historical=record.seq <= self._replay_until)
-            messages.append((topics.device("DDATA", device_id), payload))
-        return messages, False
+            messages.append((topics.device("DDATA", device.device_id), payload))
+        return messages, len(records)
 
     async def _forward(self, client: aiomqtt.Client) -> None:
         reader = self._feed.reader
@@ -225,8 +236,7 @@ class SparkplugSink:
                 await self._wait_for_work(m.cursor)
                 continue
             m.oldest_pending_t_ns = records[0].t_ns
-            messages, rebirth = self._encode(records)
-            sent = len([t for t, _ in messages if "/DDATA/" in t])
+            messages, sent = self._encode(records)
             await self._publish_all(client, messages)
             if sent:
                 last = records[sent - 1].seq
@@ -235,7 +245,7 @@ class SparkplugSink:
                 m.delivered_records += sent
                 m.last_delivery_at = iso_ns(self._clock.wall_ns())
                 self._rate.add(sent)
-            if rebirth:
+            if sent < len(records):
                 self.session.devices.pop(records[sent].schema.device, None)
                 self._rebirth.set()
 
