@@ -1,7 +1,7 @@
 """CAN BMS driver: python-can reception on the event loop, records assembled from the latest frames.
 
 A CAN BMS pushes its frames; nobody polls it. ``connect`` opens the bus and a python-can
-``Notifier`` that hands every frame to the event loop, where ``CanFrameAssembler`` keeps the
+``Notifier`` whose reader thread hands every frame to the event loop, where ``CanFrameAssembler`` keeps the
 latest of each (frame id, mux value) with the bench time it arrived. The poll engine still calls
 ``read`` once per record period, which only copies that state into the record: a frame older than
 its cycle time times ``stale_factor`` is STALE, so the safety monitor's data-age limit acts on a
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from daq.records import DeviceSchema
 from drivers.can.mapping import CanFrameAssembler, CanMapping
 
 log = logging.getLogger(__name__)
+
+_ERROR_PAUSE_S = 0.2  # reader thread, after a bus error
 
 
 def open_can_bus(interface: str, channel: str, bitrate: int | None) -> Any:
@@ -61,16 +64,24 @@ def check_can_bus(interface: str, channel: str, bitrate: int | None, *, device: 
 
 
 class _Receiver:
-    """The Notifier's listener: frames on the event loop thread, errors from the reader thread."""
+    """The Notifier's listener, called on its reader thread: frames go to the event loop thread.
 
-    def __init__(self, driver: CanBmsDriver) -> None:
+    The Notifier runs without ``loop=``: with it, python-can re-raises a reader error in its
+    thread (a traceback on stderr for an unplugged adapter). Here the error is handed to the driver
+    (``read`` raises ``TransportError``, the engine reconnects) and the thread waits a little
+    before the next attempt, so a dead bus does not spin until the reconnect stops it.
+    """
+
+    def __init__(self, driver: CanBmsDriver, loop: asyncio.AbstractEventLoop) -> None:
         self._driver = driver
+        self._loop = loop
 
     def __call__(self, msg: Any) -> None:
-        self._driver.on_frame(msg)
+        self._loop.call_soon_threadsafe(self._driver.on_frame, msg)
 
     def on_error(self, exc: Exception) -> None:
         self._driver.failure = exc  # a plain attribute store: safe from the reader thread
+        time.sleep(_ERROR_PAUSE_S)
 
 
 class CanBmsDriver:
@@ -115,7 +126,7 @@ class CanBmsDriver:
         self._bus = open_can_bus(self.interface, self.channel, self.bitrate)
         self.failure = None
         self.assembler.reset(self.now())
-        self._notifier = can.Notifier(self._bus, [_Receiver(self)], timeout=0.1, loop=asyncio.get_running_loop())
+        self._notifier = can.Notifier(self._bus, [_Receiver(self, asyncio.get_running_loop())], timeout=0.1)
 
     def on_frame(self, msg: Any) -> None:
         if msg.is_error_frame:
@@ -153,7 +164,7 @@ class CanBmsDriver:
     async def close(self) -> None:
         notifier, bus = self._notifier, self._bus
         self._notifier = self._bus = None
-        if notifier is not None:
-            notifier.stop(timeout=1.0)
+        if notifier is not None:  # joins the reader thread: not on the event loop
+            await asyncio.to_thread(notifier.stop, 1.0)
         if bus is not None:
             bus.shutdown()

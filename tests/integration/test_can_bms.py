@@ -110,6 +110,22 @@ async def test_each_fault_marks_its_channels_and_clears(tmp_path: Path) -> None:
         await bench.stop()
 
 
+async def test_a_failing_adapter_is_comm_lost_and_reconnects_by_itself(tmp_path: Path) -> None:
+    bench = Bench(load_bench(demo_bench(tmp_path, channel="can-unplug")))
+    await bench.start()
+    try:
+        await wait_until(lambda: (r := latest(bench)) is not None and r.all_good(), what="a good CAN BMS record")
+        bench.drivers["bms-can"]._bus.shutdown()  # the adapter goes away under the driver  # type: ignore[attr-defined]
+        await wait_until(
+            lambda: set(latest(bench).quality) == {int(Quality.COMM_LOST)}, what="COMM_LOST while the bus is gone"
+        )
+        poller = bench.pollers["bms-can"]
+        await wait_until(lambda: poller.stats.reconnects >= 1 and latest(bench).all_good(), what="reconnected")
+        assert "bus failed" in poller.stats.last_error
+    finally:
+        await bench.stop()
+
+
 async def test_protections_set_in_the_simulator_reach_the_alarm_channels(tmp_path: Path) -> None:
     def protections(cfg: dict[str, Any]) -> None:
         cfg["simulation"]["simulators"][1]["faults"] = {
