@@ -241,6 +241,10 @@ class SparkplugSinkConfig(_Strict):
         default_factory=dict, description="bench device name -> Sparkplug device id; default: the device name"
     )
     client_id: str | None = Field(default=None, max_length=128, description="default daq-<bench id>-<sink name>")
+    primary_host_id: SparkplugId | None = Field(
+        default=None,
+        description="publish only while this primary host application's STATE (spBv1.0/STATE/<id>) is online",
+    )
     tls: TlsConfig | None = None
     username: SecretSource | None = None
     password: SecretSource | None = None

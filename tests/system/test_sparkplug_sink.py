@@ -274,3 +274,40 @@ async def test_a_device_that_stops_answering_gets_ddeath_then_a_new_dbirth(
     kinds = [k for k in s.kinds() if k.startswith("D")]
     assert kinds == ["DBIRTH", "DDATA", "DDATA", "DDATA", "DDEATH", "DBIRTH", "DDATA", "DDATA"]
     assert s.device_deaths == ["pack-bms"]
+
+
+async def test_a_primary_host_gates_the_edge_node(mosquitto: MosquittoServer, journal: Journal) -> None:
+    collector = await MqttCollector(mosquitto.port, "spBv1.0/#", identifier="scada-host").start()
+    bench = SyntheticBench(journal, bench_id=BENCH, schemas=(CYCLER,))
+    config = SparkplugSinkConfig.model_validate(sink_config(mosquitto.port, primary_host_id="ignition-1"))
+    sink = build_sink(config, bench_id=BENCH, journal_path=journal.path, journal=journal)
+    task = asyncio.create_task(sink.run(), name="sink:scada")
+    state_topic = "spBv1.0/STATE/ignition-1"
+
+    async def host_state(online: bool) -> None:
+        payload = json.dumps({"online": online, "timestamp": 1}).encode()
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="ignition-1") as host:
+            await host.publish(state_topic, payload, qos=1, retain=True)
+
+    def index_of(predicate) -> int:
+        return next((i for i, m in enumerate(collector.messages) if predicate(m)), -1)
+
+    try:
+        bench.write(5)
+        await eventually(lambda: sink.waiting_for_host, what="the sink holding its births")
+        await host_state(True)
+        await eventually(lambda: len(stream(collector).records()) >= 5, what="data once the host is online")
+        await host_state(False)
+        await eventually(lambda: stream(collector).deaths, what="NDEATH when the host goes offline")
+        await eventually(lambda: sink.waiting_for_host, what="waiting again after reconnecting")
+        await host_state(True)
+        await eventually(lambda: len(stream(collector).bd_seqs) == 2, what="a new NBIRTH")
+    finally:
+        await stop_task(task)
+        await collector.stop()
+    s = stream(collector)
+    assert s.problems == []
+    first_online = index_of(lambda m: str(m.topic) == state_topic and b"true" in m.payload)
+    first_birth = index_of(lambda m: str(m.topic).endswith(f"/NBIRTH/{BENCH}"))
+    assert 0 <= first_online < first_birth  # nothing before the host said online
+    assert s.deaths[0] == s.bd_seqs[0] and s.bd_seqs[1] != s.bd_seqs[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 from pathlib import Path
@@ -37,6 +38,26 @@ log = logging.getLogger(__name__)
 _client_log = logging.getLogger(f"{__name__}.client")
 _client_log.setLevel(logging.WARNING)
 _GOODBYE_TIMEOUT_S = 2.0
+
+
+class PrimaryHostOffline(SinkError):
+    """The primary host application published STATE offline."""
+
+
+def host_online(payload: object) -> bool | None:
+    """A primary host's STATE: Sparkplug 3.0 JSON ``{"online": true, ...}`` (or the 2.2 text
+    ``ONLINE``/``OFFLINE``); None when it is neither."""
+    if not isinstance(payload, bytes | bytearray):
+        return None
+    text = bytes(payload).strip()
+    if text in (b"ONLINE", b"OFFLINE"):
+        return text == b"ONLINE"
+    try:
+        state = json.loads(text)
+    except ValueError:
+        return None
+    online = state.get("online") if isinstance(state, dict) else None
+    return online if isinstance(online, bool) else None
 
 
 class SparkplugSink:
@@ -80,6 +101,8 @@ class SparkplugSink:
         self._replay_until = 0
         self._rebirth = asyncio.Event()
         self.rebirths = 0
+        self._host_topic = f"spBv1.0/STATE/{config.primary_host_id}" if config.primary_host_id else None
+        self.waiting_for_host = False  # connected, subscribed, and holding births until the host is online
 
     def metrics(self) -> dict[str, Any]:
         snap = self._metrics.snapshot(
@@ -140,6 +163,9 @@ class SparkplugSink:
             async with client:
                 try:
                     await client.subscribe(self.topics.node("NCMD"), qos=1)
+                    if self._host_topic is not None:
+                        await client.subscribe(self._host_topic, qos=1)
+                        await self._wait_for_primary_host(client)
                     reader = self._feed.reader
                     assert reader is not None
                     self._replay_until = await self._feed.call(reader.last_record_seq)
@@ -180,8 +206,27 @@ class SparkplugSink:
             messages.append((self.topics.device("DBIRTH", device.device_id), session.dbirth(device, t_ms=now)))
         await self._publish_all(client, messages)
 
+    async def _wait_for_primary_host(self, client: aiomqtt.Client) -> None:
+        """Publish nothing until the primary host application says it is online (its retained STATE)."""
+        log.info("sink %s: waiting for primary host %s (%s)", self.name, self.config.primary_host_id, self._host_topic)
+        self.waiting_for_host = True
+        try:
+            async for message in client.messages:
+                if str(message.topic) == self._host_topic and host_online(message.payload) is True:
+                    return
+        finally:
+            self.waiting_for_host = False
+        raise SinkError(f"connection to {self.target} closed")
+
     async def _watch(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if str(message.topic) == self._host_topic:
+                if host_online(message.payload) is False:
+                    await self._goodbye(client)  # Sparkplug 3.0: NDEATH and disconnect; reconnect and wait
+                    raise PrimaryHostOffline(
+                        f"primary host {self.config.primary_host_id} went offline; edge node offline until it is back"
+                    )
+                continue
             if isinstance(message.payload, bytes) and rebirth_requested(message.payload):
                 log.info("sink %s: rebirth requested by %s", self.name, message.topic)
                 self._rebirth.set()
