@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from daq import __version__
 from daq.clock import Clock, MonotonicClock, ScaledClock
 from daq.config.bench import (
+    CanDeviceConfig,
     DalyDeviceConfig,
     JbdDeviceConfig,
     ModbusDeviceConfig,
@@ -157,9 +158,35 @@ class Bench:
             invert_current=dev.invert_current,
         )
 
+    def _can_driver(self, dev: CanDeviceConfig) -> Any:
+        """A CAN BMS driver: frames pushed by the BMS, one record per poll period from the latest ones."""
+        from drivers.can.driver import CanBmsDriver  # CAN benches only pay for python-can
+
+        return CanBmsDriver(
+            dev.name,
+            mapping=self.loaded.can_mappings[dev.name],
+            interface=dev.interface,
+            channel=dev.channel,
+            bitrate=dev.bitrate,
+            now=self.clock.monotonic,
+            stale_factor=dev.stale_factor,
+        )
+
     def build_devices(self) -> None:
         for dev in self.loaded.config.devices:
             if not dev.enabled:
+                continue
+            if isinstance(dev, CanDeviceConfig):
+                can_driver = self._can_driver(dev)
+                self.drivers[dev.name] = can_driver
+                self.pollers[dev.name] = DevicePoller(
+                    can_driver,
+                    period_s=dev.poll_period_s,
+                    clock=self.clock,
+                    on_record=self.handle_record,
+                    timeout_s=dev.timeout_s,
+                    retries=0,
+                )
                 continue
             if isinstance(dev, JbdDeviceConfig | DalyDeviceConfig):
                 bms = self._bms_driver(dev)
@@ -199,6 +226,19 @@ class Bench:
                 retries=dev.retries,
             )
 
+    def _check_can_buses(self) -> None:
+        """An unknown CAN interface or one that does not open is a setup error (exit 2), like a missing port."""
+        devices = [d for d in self.loaded.config.devices if isinstance(d, CanDeviceConfig) and d.enabled]
+        if not devices:
+            return
+        from drivers.can.driver import check_can_bus
+
+        for dev in devices:
+            try:
+                check_can_bus(dev.interface, dev.channel, dev.bitrate, device=dev.name)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.loaded.path}: {exc}") from exc
+
     # -- hot path ------------------------------------------------------------------------------
     def handle_record(self, record: Record) -> None:
         ctx = self.context
@@ -225,6 +265,7 @@ class Bench:
             serial_ports = {e.port for e in self._links if isinstance(e, SerialEndpoint)} | set(self.serial_buses)
             for port in sorted(serial_ports):
                 check_serial_port(port)
+            self._check_can_buses()
             self.journal.open()
         except BaseException:
             await self.stop(status="aborted", reason="bench could not start")

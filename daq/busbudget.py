@@ -202,7 +202,7 @@ def bus_budgets(config: BenchConfig, regmaps: dict[str, RegisterMap]) -> list[Bu
     by_port: dict[str, list[DeviceLoad]] = {}
     settings: dict[str, SerialTransportConfig] = {}
     for dev in config.devices:
-        t = dev.transport
+        t = getattr(dev, "transport", None)  # a CAN device has no serial transport
         if not dev.enabled or not isinstance(t, SerialTransportConfig):
             continue
         timing = LineTiming(t.baud, bits_per_char(bytesize=t.bytesize, parity=t.parity, stopbits=t.stopbits))

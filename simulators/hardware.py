@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from daq.clock import Clock
-from daq.config.bench import SimBmsConfig, SimBmsFaultsConfig, SimCyclerConfig, SimulationConfig
-from daq.errors import ConnectError
+from daq.config.bench import SimBmsConfig, SimBmsFaultsConfig, SimCanBmsConfig, SimCyclerConfig, SimulationConfig
+from daq.errors import ConfigError, ConnectError
 from drivers.bms.daly.codec import encode_alarms
 from drivers.bms.jbd.codec import protection_bits_for
 from drivers.bms.model import AlarmLevel
@@ -64,6 +64,8 @@ class SimulatedHardware:
         self.bms_buses: dict[str, SimBmsBus | ModbusRtuPtyServer] = {}
         self.bms_devices: dict[str, dict[int, SimBmsDevice]] = {}
         self._regmap_cache: dict[str, RegisterMap] = {}
+        self.base_dir = base_dir or Path.cwd()
+        self.can_bms: dict[str, Any] = {}  # SimCanBms by simulator name
 
     def _regmap(self, filename: str) -> RegisterMap:
         if filename not in self._regmap_cache:
@@ -78,6 +80,8 @@ class SimulatedHardware:
             for sim in self.cfg.simulators:  # after the cyclers: a BMS watches a cycler's pack
                 if isinstance(sim, SimBmsConfig):
                     await self._start_bms(sim)
+                elif isinstance(sim, SimCanBmsConfig):
+                    await self._start_can_bms(sim)
         except BaseException:
             await self.stop()
             raise
@@ -176,6 +180,50 @@ class SimulatedHardware:
         self.bms_devices[sim.name] = devices
         self.faults[sim.name] = faults
 
+    async def _start_can_bms(self, sim: SimCanBmsConfig) -> None:
+        from drivers.can.dbc import load_dbc  # CAN benches only pay for python-can and cantools
+        from drivers.can.mapping import resolve_mapping
+        from simulators.can_bms import CanBmsFaults, SimCanBms
+
+        pack = (
+            self.packs[sim.pack_of]
+            if sim.pack_of is not None
+            else (self.pack if self.packs else self.new_pack(sim.name))
+        )
+        cells = sim.cells or self.cfg.pack.series_cells
+        p = Path(sim.dbc)
+        db = load_dbc(p if p.is_absolute() else self.base_dir / p)
+        mapping, problems = resolve_mapping(
+            db,
+            sim.signals.spec(cells=cells, sensors=sim.sensors),
+            cells=cells,
+            sensors=sim.sensors,
+            cycle_times_s=dict(sim.cycle_times_s),
+            where=f"simulator {sim.name}",
+        )
+        if mapping is None:
+            raise ConfigError(problems)
+        f = sim.faults
+        faults = CanBmsFaults(
+            silent=f.silent,
+            missing=set(f.missing),
+            wrong_dlc=dict(f.wrong_dlc),
+            out_of_range=set(f.out_of_range),
+            alarms={f"alarm_{name.value}": 2 if level == "alarm" else 1 for name, level in f.protections.items()},
+        )
+        bms = SimCanBms(
+            pack,
+            mapping,
+            clock=self.clock,
+            interface=sim.interface,
+            channel=sim.channel,
+            cells=cells,
+            sensors=sim.sensors,
+            faults=faults,
+        )
+        await bms.start()
+        self.can_bms[sim.name] = bms
+
     def tcp_address(self, name: str) -> tuple[str, int]:
         server = self.servers[name]
         return server.host, server.port
@@ -200,6 +248,8 @@ class SimulatedHardware:
                     f" baud{' (paced)' if sim.pacing else ''}, addresses {sim.addresses}, {cells} cells and"
                     f" {sim.sensors_per_module} sensors per module"
                 )
+        for name, bms in self.can_bms.items():
+            lines.append(f"{name}: CAN BMS on {bms.port_path}, {bms.cells} cells and {bms.sensors} sensors")
         p = self.cfg.pack
         lines.append(
             f"pack: {p.chemistry.upper()} {p.series_cells}s{p.parallel_cells}p {p.capacity_ah:g} Ah,"
@@ -212,6 +262,8 @@ class SimulatedHardware:
             await server.stop()
         for bus in self.bms_buses.values():
             await bus.stop()
+        for bms in self.can_bms.values():
+            await bms.stop()
 
 
 def _line_faults(cfg: SimBmsFaultsConfig) -> ModbusFaults:

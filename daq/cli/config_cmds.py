@@ -7,7 +7,7 @@ import json
 import sys
 
 from daq.busbudget import bus_budgets
-from daq.config.bench import BenchConfig, SerialBmsDeviceConfig
+from daq.config.bench import BenchConfig, CanDeviceConfig, SerialBmsDeviceConfig
 from daq.config.loader import load_bench
 
 EXIT_BUS_OVERLOADED = 2  # like any other problem the bench file has
@@ -33,6 +33,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         regmap = loaded.regmaps.get(dev.name)
         if isinstance(dev, SerialBmsDeviceConfig):
             what = f"{dev.kind} BMS, {dev.cells} cells, {dev.sensors} temperature sensors"
+        elif isinstance(dev, CanDeviceConfig):
+            mapping = loaded.can_mappings[dev.name]
+            what = (
+                f"CAN BMS on {dev.interface}:{dev.channel}, {dev.cells} cells, {dev.sensors} temperature sensors"
+                f" from {len(mapping.frames)} DBC messages ({len(mapping.sources)} frames per cycle)"
+            )
         else:
             what = f"{len(regmap.polled) if regmap else 0} registers polled"
         print(f"  {dev.name:<16} {dev.role:<7} every {dev.poll_period_s:g} s, {what}")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daq.config.sinks import SinkConfig
 from drivers.bms.model import AlarmName
+from drivers.can.mapping import CanChannelSpec, SignalSpec, expand_signal_names, mux_indexed
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -103,7 +104,106 @@ class DalyDeviceConfig(SerialBmsDeviceConfig):
     invert_current: bool = Field(default=False, description="for units that count charge current negative")
 
 
-Device = Annotated[ModbusDeviceConfig | JbdDeviceConfig | DalyDeviceConfig, Field(discriminator="kind")]
+class CanSignalConfig(Strict):
+    """One DBC signal for a pack value. ``scale`` (channel unit per DBC unit) replaces the unit
+    table, for a signal with an empty or unusual unit."""
+
+    signal: str
+    scale: float | None = None
+    sign: Literal["charge_positive", "discharge_positive"] = Field(
+        default="charge_positive", description="current: which direction the BMS counts positive"
+    )
+
+    def spec(self) -> SignalSpec:
+        return SignalSpec(self.signal, self.scale, self.sign == "discharge_positive")
+
+
+SignalRef = str | CanSignalConfig
+
+
+def _signal_spec(ref: SignalRef | None) -> SignalSpec | None:
+    if ref is None:
+        return None
+    return SignalSpec(ref) if isinstance(ref, str) else ref.spec()
+
+
+class CanMuxedSignalsConfig(Strict):
+    """Cells (or sensors) sent k per frame, the mux value saying which group: cell n is
+    ``signals[(n-1) % k]`` in mux value ``first_mux + (n-1) // k``."""
+
+    signals: list[str] = Field(min_length=1, description="the signals of one frame, in cell order")
+    first_mux: Annotated[int, Field(ge=0)] = Field(default=0, description="the mux value of cells 1..k")
+
+
+CellSignals = str | list[str] | CanMuxedSignalsConfig
+
+
+def _cell_signals(ref: CellSignals, count: int) -> tuple[str | tuple[str, int], ...]:
+    if isinstance(ref, CanMuxedSignalsConfig):
+        return mux_indexed(ref.signals, count, first_mux=ref.first_mux)
+    return expand_signal_names(ref, count)
+
+
+class CanSignalsConfig(Strict):
+    """DBC signals -> the standard BMS channels. ``cells`` and ``temperatures`` are a list of signal
+    names (cell 1 first), one template with ``{n}`` (1-based), e.g. ``Cell{n:02d}_Voltage``, or
+    ``{signals: [...], first_mux: 0}`` when the mux value gives the cell index. Multiplexed
+    signals are found in their mux by name. Units convert from the DBC (mV, K, ...)."""
+
+    cells: CellSignals
+    temperatures: CellSignals = Field(default_factory=list)
+    voltage_v: SignalRef | None = None
+    current_a: SignalRef | None = None
+    soc_pct: SignalRef | None = None
+    balance_mask: str | None = None
+    charge_fet: str | None = None
+    discharge_fet: str | None = None
+    alarms: dict[AlarmName, str] = Field(
+        default_factory=dict, description="alarm -> signal (0 ok, 1 warning, 2 alarm; a 1-bit flag is 0/1)"
+    )
+
+    def spec(self, *, cells: int, sensors: int) -> CanChannelSpec:
+        return CanChannelSpec(
+            cells=_cell_signals(self.cells, cells),
+            temperatures=_cell_signals(self.temperatures, sensors),
+            voltage_v=_signal_spec(self.voltage_v),
+            current_a=_signal_spec(self.current_a),
+            soc_pct=_signal_spec(self.soc_pct),
+            balance_mask=self.balance_mask,
+            charge_fet=self.charge_fet,
+            discharge_fet=self.discharge_fet,
+            alarms=tuple(self.alarms.items()),
+        )
+
+
+class CanDeviceConfig(DeviceBase):
+    """A BMS on a CAN bus, decoded with the supplier's DBC file. Frames arrive pushed: one record
+    is assembled every ``poll_period_s`` from the latest frames, each value STALE when its frame is
+    older than its cycle time times ``stale_factor``."""
+
+    kind: Literal["can"]
+    role: Literal["bms"] = "bms"
+    dbc: str = Field(description="DBC file, relative to the bench file")
+    interface: str = Field(
+        default="socketcan", description="python-can interface: socketcan, virtual, slcan, pcan, ..."
+    )
+    channel: str = Field(description="can0, vcan0, /dev/ttyACM0@115200 (slcan), PCAN_USBBUS1, or a virtual bus name")
+    bitrate: Annotated[int, Field(ge=10000, le=8000000)] | None = 500000
+    cells: Annotated[int, Field(ge=1, le=400)]
+    sensors: Annotated[int, Field(ge=0, le=64)] = 2
+    signals: CanSignalsConfig
+    stale_factor: Annotated[float, Field(ge=1, le=100)] = 3.0
+    cycle_times_s: dict[str, Annotated[float, Field(gt=0, le=3600)]] = Field(
+        default_factory=dict, description="message name -> cycle time, for a DBC without GenMsgCycleTime"
+    )
+
+    def signal_spec(self) -> CanChannelSpec:
+        return self.signals.spec(cells=self.cells, sensors=self.sensors)
+
+
+Device = Annotated[
+    ModbusDeviceConfig | JbdDeviceConfig | DalyDeviceConfig | CanDeviceConfig, Field(discriminator="kind")
+]
 
 
 # --- simulation ------------------------------------------------------------------------------
@@ -222,7 +322,41 @@ class SimBmsConfig(Strict):
         return self.cells_per_module or series_cells // len(self.addresses)
 
 
-SimulatorConfig = Annotated[SimCyclerConfig | SimBmsConfig, Field(discriminator="kind")]
+class SimCanFaultsConfig(Strict):
+    """Faults of a simulated CAN BMS at start (tests change them live: ``bench.simulation.can_bms[name].faults``)."""
+
+    silent: bool = Field(default=False, description="send nothing: a silent bus")
+    missing: list[str] = Field(default_factory=list, description="messages not sent (their values go STALE)")
+    wrong_dlc: dict[str, Annotated[int, Field(ge=0, le=8)]] = Field(
+        default_factory=dict, description="message -> the DLC sent instead of the DBC's"
+    )
+    out_of_range: list[str] = Field(
+        default_factory=list, description="signals sent as all-ones raw, outside the DBC range"
+    )
+    protections: dict[AlarmName, Literal["warning", "alarm"]] = Field(default_factory=dict)
+
+
+class SimCanBmsConfig(Strict):
+    """A simulated CAN BMS sending the pack of a cycler simulator as the frames of a DBC file.
+
+    Devices reach it with the same ``interface`` and ``channel`` (``virtual`` works in-process only)."""
+
+    kind: Literal["can_bms"]
+    name: Name
+    dbc: str = Field(description="DBC file, relative to the bench file")
+    interface: str = "virtual"
+    channel: str
+    signals: CanSignalsConfig
+    cells: Annotated[int, Field(ge=1, le=400)] | None = Field(
+        default=None, description="default: the pack's series cells"
+    )
+    sensors: Annotated[int, Field(ge=0, le=64)] = 2
+    pack_of: Name | None = Field(default=None, description="the cycler simulator whose pack it watches; default first")
+    cycle_times_s: dict[str, Annotated[float, Field(gt=0, le=3600)]] = Field(default_factory=dict)
+    faults: SimCanFaultsConfig = SimCanFaultsConfig()
+
+
+SimulatorConfig = Annotated[SimCyclerConfig | SimBmsConfig | SimCanBmsConfig, Field(discriminator="kind")]
 
 
 class SimulationConfig(Strict):
@@ -240,6 +374,12 @@ class SimulationConfig(Strict):
             raise ValueError(f"simulator names must be unique: {sorted(dup)}")
         cyclers = [s.name for s in self.simulators if isinstance(s, SimCyclerConfig)]
         for sim in self.simulators:
+            if isinstance(sim, SimCanBmsConfig):
+                if sim.pack_of is not None and sim.pack_of not in cyclers:
+                    raise ValueError(f"simulator {sim.name}: pack_of {sim.pack_of!r} is not a cycler simulator")
+                if sim.cells is not None and sim.cells > self.pack.series_cells:
+                    raise ValueError(f"simulator {sim.name}: {sim.cells} cells, the pack has {self.pack.series_cells}")
+                continue
             if not isinstance(sim, SimBmsConfig):
                 continue
             if sim.pack_of is not None and sim.pack_of not in cyclers:
@@ -318,6 +458,8 @@ class BenchConfig(Strict):
             raise ValueError(f"sink names must be unique (each is a delivery cursor in the journal); repeated: {dup}")
         sims = {s.name for s in self.simulation.simulators} if self.simulation else set()
         for dev in self.devices:
+            if isinstance(dev, CanDeviceConfig):
+                continue  # no transport: checked by _check_can_devices
             t = dev.transport
             if isinstance(t, TcpTransportConfig) and t.simulator is not None and t.simulator not in sims:
                 raise ValueError(
@@ -329,6 +471,8 @@ class BenchConfig(Strict):
         # Devices on one serial port share it: their line settings must agree.
         serial: dict[str, SerialTransportConfig] = {}
         for dev in self.devices:
+            if isinstance(dev, CanDeviceConfig):
+                continue  # no transport: checked by _check_can_devices
             t = dev.transport
             if isinstance(t, SerialTransportConfig):
                 other = serial.setdefault(t.port, t)
@@ -340,6 +484,8 @@ class BenchConfig(Strict):
                     )
         units: dict[tuple[str, int], str] = {}
         for dev in self.devices:
+            if isinstance(dev, CanDeviceConfig):
+                continue  # no transport: checked by _check_can_devices
             t = dev.transport
             address = dev.unit_id if isinstance(dev, ModbusDeviceConfig) else getattr(dev, "address", 0)
             key = (
@@ -357,6 +503,7 @@ class BenchConfig(Strict):
                 raise ValueError(f"devices {units[key]} and {dev.name} use the same link and {what} {address}")
             units[key] = dev.name
         self._check_serial_buses(sims)
+        self._check_can_devices()
         return self
 
     def _check_serial_buses(self, sims: set[str]) -> None:
@@ -366,6 +513,8 @@ class BenchConfig(Strict):
             s.name: s for s in (self.simulation.simulators if self.simulation else []) if isinstance(s, SimBmsConfig)
         }
         for dev in self.devices:
+            if isinstance(dev, CanDeviceConfig):
+                continue  # no transport: checked by _check_can_devices
             t = dev.transport
             if isinstance(t, TcpTransportConfig):
                 if t.simulator in sim_buses:
@@ -397,4 +546,25 @@ class BenchConfig(Strict):
             if address is not None and address not in bus.addresses:
                 raise ValueError(
                     f"device {dev.name}: address {address} is not on simulator {sim_name} (addresses {bus.addresses})"
+                )
+
+    def _check_can_devices(self) -> None:
+        """A CAN device on a simulated bus must record what that simulated BMS sends."""
+        sims = [s for s in (self.simulation.simulators if self.simulation else []) if isinstance(s, SimCanBmsConfig)]
+        for dev in self.devices:
+            if not isinstance(dev, CanDeviceConfig):
+                continue
+            sim = next((s for s in sims if (s.interface, s.channel) == (dev.interface, dev.channel)), None)
+            if sim is None:
+                if dev.interface == "virtual":
+                    raise ValueError(
+                        f"device {dev.name}: CAN interface virtual channel {dev.channel!r} exists only in this process,"
+                        f" and no simulator sends on it (simulated CAN buses: {[s.channel for s in sims] or 'none'})"
+                    )
+                continue
+            cells = sim.cells or (self.simulation.pack.series_cells if self.simulation else 0)
+            if (dev.cells, dev.sensors) != (cells, sim.sensors):
+                raise ValueError(
+                    f"device {dev.name}: cells {dev.cells} and sensors {dev.sensors}, but simulator {sim.name} sends"
+                    f" {cells} cells and {sim.sensors} sensors; make them agree"
                 )

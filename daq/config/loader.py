@@ -6,10 +6,19 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from daq.config.bench import BenchConfig, ModbusDeviceConfig, SerialBmsDeviceConfig, SimBmsConfig
+from daq.config.bench import (
+    BenchConfig,
+    CanDeviceConfig,
+    CanSignalsConfig,
+    ModbusDeviceConfig,
+    SerialBmsDeviceConfig,
+    SimBmsConfig,
+    SimCanBmsConfig,
+)
 from daq.config.errors import format_validation_error
 from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError
@@ -25,6 +34,7 @@ class LoadedBench:
     regmaps: dict[str, RegisterMap] = field(default_factory=dict)  # by device name
     config_hash: str = ""
     limits: LimitSet | None = None  # the safety limit set, when the bench file has safety:
+    can_mappings: dict[str, Any] = field(default_factory=dict)  # CanMapping by CAN device/simulator name
 
     @property
     def base_dir(self) -> Path:
@@ -58,6 +68,47 @@ def _check_simulated_bms(config: BenchConfig, dev: SerialBmsDeviceConfig, where:
     return problems
 
 
+def _load_can(loaded: LoadedBench, dev: CanDeviceConfig | SimCanBmsConfig, where: str) -> list[str]:
+    """Parse the DBC file and check the signal mapping against it; the mapping goes in ``loaded``."""
+    import can  # CAN benches only pay for python-can and cantools
+
+    from drivers.can.dbc import load_dbc
+    from drivers.can.mapping import resolve_mapping
+
+    problems = []
+    if dev.interface not in can.interfaces.VALID_INTERFACES:
+        problems.append(
+            f"{where}.interface: {dev.interface!r} is not a python-can interface"
+            f" (known: {', '.join(sorted(can.interfaces.VALID_INTERFACES))})"
+        )
+    try:
+        db = load_dbc(loaded.resolve(dev.dbc))
+    except ConfigError as exc:
+        return [*problems, *(f"{where}.dbc: {p}" for p in exc.problems)]
+    if isinstance(dev, CanDeviceConfig):
+        cells, sensors = dev.cells, dev.sensors
+    else:
+        sim_cfg = loaded.config.simulation
+        cells, sensors = dev.cells or (sim_cfg.pack.series_cells if sim_cfg else 1), dev.sensors
+    signals: CanSignalsConfig = dev.signals
+    try:
+        spec = signals.spec(cells=cells, sensors=sensors)
+    except (KeyError, ValueError, IndexError) as exc:
+        return [*problems, f"{where}.signals: bad signal name template ({exc}); write e.g. Cell{{n:02d}}_Voltage"]
+    mapping, mapping_problems = resolve_mapping(
+        db,
+        spec,
+        cells=cells,
+        sensors=sensors,
+        cycle_times_s=dict(dev.cycle_times_s),
+        where=f"{where}.signals ({dev.dbc})",
+    )
+    problems.extend(mapping_problems)
+    if mapping is not None and not problems:
+        loaded.can_mappings[dev.name] = mapping
+    return problems
+
+
 def load_bench(path: str | Path) -> LoadedBench:
     path = Path(path)
     data = read_yaml_mapping(path, "bench file")
@@ -68,6 +119,9 @@ def load_bench(path: str | Path) -> LoadedBench:
     loaded = LoadedBench(config, path)
     problems: list[str] = []
     for i, dev in enumerate(config.devices):
+        if isinstance(dev, CanDeviceConfig):
+            problems.extend(_load_can(loaded, dev, f"{path}: devices[{i}]({dev.name})"))
+            continue
         if isinstance(dev, SerialBmsDeviceConfig):
             problems.extend(_check_simulated_bms(config, dev, f"{path}: devices[{i}]({dev.name})"))
             continue
@@ -89,6 +143,9 @@ def load_bench(path: str | Path) -> LoadedBench:
             if missing:
                 problems.append(f"{where}: watchdog_timeout_s is set but the register map has no {', '.join(missing)}")
         loaded.regmaps[dev.name] = regmap
+    for i, sim in enumerate(config.simulation.simulators if config.simulation else []):
+        if isinstance(sim, SimCanBmsConfig):
+            problems.extend(_load_can(loaded, sim, f"{path}: simulation.simulators[{i}]({sim.name})"))
     loaded.limits, safety_problems = validate_safety(loaded)
     problems.extend(safety_problems)
     if problems:

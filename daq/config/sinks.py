@@ -245,4 +245,54 @@ class InfluxSinkConfig(_Strict):
         return self
 
 
-SinkConfig = Annotated[MqttSinkConfig | InfluxSinkConfig, Field(discriminator="kind")]
+SparkplugId = Annotated[str, Field(pattern=r"^[^+#/\s]{1,64}$", description="no '+', '#', '/' or spaces")]
+
+
+class SparkplugSinkConfig(_Strict):
+    """Sparkplug B for SCADA (Ignition, ...): the bench as an edge node, its devices as Sparkplug devices.
+
+    Births with names, types, units and aliases, data by alias, bdSeq/seq per the specification,
+    NDEATH as the MQTT will, rebirth on an NCMD ``Node Control/Rebirth`` (docs/sinks.md)."""
+
+    kind: Literal["sparkplug"]
+    name: SinkName = "sparkplug"
+    host: str = Field(min_length=1)
+    port: Port | None = Field(default=None, description="default 8883 with tls, else 1883")
+    group_id: SparkplugId
+    edge_node_id: SparkplugId | None = Field(default=None, description="default: the bench id")
+    device_ids: dict[str, SparkplugId] = Field(
+        default_factory=dict, description="bench device name -> Sparkplug device id; default: the device name"
+    )
+    client_id: str | None = Field(default=None, max_length=128, description="default daq-<bench id>-<sink name>")
+    primary_host_id: SparkplugId | None = Field(
+        default=None,
+        description="publish only while this primary host application's STATE (spBv1.0/STATE/<id>) is online",
+    )
+    tls: TlsConfig | None = None
+    username: SecretSource | None = None
+    password: SecretSource | None = None
+    qos: Literal[0, 1] = Field(
+        default=1,
+        description="births and data; 1 moves the journal cursor only on the broker's ack (no lost reading),"
+        " 0 is the letter of Sparkplug 3.0",
+    )
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    ack_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    batch_max_records: Annotated[int, Field(ge=1, le=10000)] = 200
+    backoff: BackoffConfig = BackoffConfig()
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SparkplugSinkConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 8883 if self.tls is not None else 1883
+
+
+SinkConfig = Annotated[MqttSinkConfig | InfluxSinkConfig | SparkplugSinkConfig, Field(discriminator="kind")]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daq.config.sinks import InfluxSinkConfig, MqttSinkConfig
+from daq.config.sinks import InfluxSinkConfig, MqttSinkConfig, SparkplugSinkConfig
 from daq.sinks.base import RejectionLog, Sink, cursor_names, journal_backlog
 from daq.sinks.influx import InfluxSink
 from daq.sinks.mqtt import MqttSink
@@ -34,7 +34,7 @@ __all__ = [
 
 
 def build_sink(
-    config: MqttSinkConfig | InfluxSinkConfig,
+    config: MqttSinkConfig | InfluxSinkConfig | SparkplugSinkConfig,
     *,
     bench_id: str,
     journal_path: str | Path,
@@ -45,6 +45,12 @@ def build_sink(
 ) -> Sink:
     """The sink for one ``sinks:`` entry. Raises ``ConfigError`` for a missing secret or unreadable
     TLS file; never for an unreachable server (the sink retries that on its own)."""
+    if isinstance(config, SparkplugSinkConfig):
+        from daq.sinks.sparkplug.sink import SparkplugSink  # only Sparkplug benches load the protobuf module
+
+        return SparkplugSink(
+            config, bench_id=bench_id, journal_path=journal_path, journal=journal, clock=clock, where=where
+        )
     if isinstance(config, MqttSinkConfig):
         return MqttSink(
             config,

@@ -1,0 +1,1 @@
+"""CAN BMS units described by a DBC file: the pure mapping layer and the python-can shell."""
