@@ -281,6 +281,7 @@ class SparkplugSinkConfig(_Strict):
     ack_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     batch_max_records: Annotated[int, Field(ge=1, le=10000)] = 200
     backoff: BackoffConfig = BackoffConfig()
+    drain_on_stop_s: float = _drain_on_stop()
 
     @model_validator(mode="after")
     def _credentials(self) -> SparkplugSinkConfig:

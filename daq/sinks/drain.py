@@ -44,7 +44,9 @@ class DrainResult:
 
 def _left(sink: Sink, record_seq: int, event_seq: int) -> DrainResult:
     m = sink.metrics()
-    return DrainResult(sink.name, max(0, record_seq - m["cursor"]), max(0, event_seq - m["event_cursor"]))
+    # A sink that forwards no journal events (Sparkplug: records only) has none left to wait for.
+    events_left = max(0, event_seq - m["event_cursor"]) if getattr(sink, "forwards_events", True) else 0
+    return DrainResult(sink.name, max(0, record_seq - m["cursor"]), events_left)
 
 
 async def _drain_one(sink: Sink, record_seq: int, event_seq: int, timeout_s: float) -> DrainResult:

@@ -64,6 +64,7 @@ class SparkplugSink:
     """Forwards one bench's journal as one Sparkplug B edge node. Run ``run()`` as task ``sink:<name>``."""
 
     kind = "sparkplug"
+    forwards_events = False  # records only: alarms and events stay on the JSON MQTT sink (daq.sinks.drain)
 
     def __init__(
         self,
