@@ -14,6 +14,7 @@ from typing import Any
 from daq.clock import Clock
 from daq.config.bench import SimBmsConfig, SimBmsFaultsConfig, SimCyclerConfig, SimulationConfig
 from daq.errors import ConnectError
+from daq.resources import shipped_path
 from drivers.bms.daly.codec import encode_alarms
 from drivers.bms.jbd.codec import protection_bits_for
 from drivers.bms.model import AlarmLevel
@@ -31,8 +32,6 @@ from simulators.regmap_unit import RegmapUnit
 
 SimBmsDevice = SimModbusBms | SimJbdDevice | SimDalyDevice
 DALY_HOST_ADDRESS_BASE = 0x3F  # board n listens to host address 0x3F + n (drivers/bms/daly/driver.py)
-
-REGMAPS = Path(__file__).resolve().parents[1] / "configs" / "regmaps"
 
 
 def pack_params(cfg: SimulationConfig) -> PackParams:
@@ -65,10 +64,11 @@ class SimulatedHardware:
         self.bms_devices: dict[str, dict[int, SimBmsDevice]] = {}
         self._regmap_cache: dict[str, RegisterMap] = {}
 
-    def _regmap(self, filename: str) -> RegisterMap:
-        if filename not in self._regmap_cache:
-            self._regmap_cache[filename] = load_regmap(REGMAPS / filename)
-        return self._regmap_cache[filename]
+    def _regmap(self, name: str) -> RegisterMap:
+        """A shipped register map: the simulators serve exactly the map they are documented by."""
+        if name not in self._regmap_cache:
+            self._regmap_cache[name] = load_regmap(shipped_path("regmap", name))
+        return self._regmap_cache[name]
 
     async def start(self) -> None:
         try:
@@ -104,7 +104,7 @@ class SimulatedHardware:
         )
         faults = ModbusFaults()
         server = ModbusTcpServer(
-            {sim.unit_id: RegmapUnit(cycler, self._regmap("sim_cycler.yaml"))},
+            {sim.unit_id: RegmapUnit(cycler, self._regmap("sim_cycler"))},
             host=sim.host,
             port=sim.port,
             framing=sim.framing,
@@ -138,7 +138,7 @@ class SimulatedHardware:
             for k, address in enumerate(sim.addresses):
                 module = SimModbusBms(pack, first_cell=k * cells, cells=cells, sensors=sensors)
                 devices[address] = module
-                units[address] = RegmapUnit(module, self._regmap("sim_bms.yaml"))
+                units[address] = RegmapUnit(module, self._regmap("sim_bms"))
             bus = ModbusRtuPtyServer(
                 units, baud=sim.baud if sim.pacing else None, faults=faults, unit_faults=unit_faults
             )

@@ -17,8 +17,7 @@ from daq.cli.durations import parse_duration
 from daq.cli.live import is_interactive, progress_line, render
 from daq.config.loader import LoadedBench, load_bench
 from daq.errors import ConfigError
-
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from daq.resources import demo_bench
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -131,10 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def demo_config_path() -> Path:
-    path = REPO_CONFIGS / "demo.yaml"
-    if not path.exists():
-        raise ConfigError(f"demo bench file {path} is missing; run from a clone of the repository")
-    return path
+    return demo_bench()
 
 
 async def _demo_drive(bench: Bench) -> None:

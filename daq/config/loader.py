@@ -13,6 +13,7 @@ from daq.config.bench import BenchConfig, ModbusDeviceConfig, SerialBmsDeviceCon
 from daq.config.errors import format_validation_error
 from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError
+from daq.resources import Kind, locate
 from daq.safety.bench_check import validate_safety
 from daq.safety.limits import LimitSet
 from drivers.modbus.regmap import RegisterMap, load_regmap, plan_reads
@@ -30,9 +31,9 @@ class LoadedBench:
     def base_dir(self) -> Path:
         return self.path.parent
 
-    def resolve(self, relative: str) -> Path:
-        p = Path(relative)
-        return p if p.is_absolute() else self.base_dir / p
+    def resolve(self, relative: str, kind: Kind | None = None) -> Path:
+        """A path named in the bench file: relative to the bench file's folder, or ``builtin:NAME``."""
+        return locate(relative, kind, base_dir=self.base_dir)
 
     @property
     def journal_path(self) -> Path:
@@ -59,7 +60,7 @@ def _check_simulated_bms(config: BenchConfig, dev: SerialBmsDeviceConfig, where:
 
 
 def load_bench(path: str | Path) -> LoadedBench:
-    path = Path(path)
+    path = locate(path, "bench")
     data = read_yaml_mapping(path, "bench file")
     try:
         config = BenchConfig.model_validate(data)
@@ -74,9 +75,8 @@ def load_bench(path: str | Path) -> LoadedBench:
         if not isinstance(dev, ModbusDeviceConfig):
             continue
         where = f"{path}: devices[{i}]({dev.name}).regmap"
-        regmap_path = loaded.resolve(dev.regmap)
         try:
-            regmap = load_regmap(regmap_path)
+            regmap = load_regmap(loaded.resolve(dev.regmap, "regmap"))
         except ConfigError as exc:
             problems.extend(f"{where}: {p}" for p in exc.problems)
             continue

@@ -83,7 +83,7 @@ class SafetyMonitor:
     ) -> None:
         self._bench = bench
         self.config = config
-        self.limits_path = bench.loaded.resolve(config.limits)
+        self.limits_path = bench.loaded.resolve(config.limits, "limits")
         if limits is None:
             limits = getattr(bench.loaded, "limits", None) or load_limits(self.limits_path)
         self.limits: LimitSet = limits
