@@ -18,6 +18,7 @@ from daq.cli.live import is_interactive, progress_line, render
 from daq.config.loader import LoadedBench, load_bench
 from daq.errors import ConfigError
 from daq.resources import demo_bench
+from daq.service import SystemdNotifier
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +71,7 @@ async def run_bench(
     bench = Bench(loaded, journal_path=Path(journal) if journal else None)
     console = Console()
     await bench.start()
+    service = SystemdNotifier.attach(bench)  # under systemd: READY=1, then watchdog pings while healthy
     reason = ""
     try:
         if before_wait is not None:
@@ -102,6 +104,8 @@ async def run_bench(
             finally:
                 printer.cancel()
     finally:
+        if service is not None:
+            service.stopping()
         await bench.stop(status="completed", reason=reason or "stopped")
     _summary(bench, console)
     return bench
