@@ -57,7 +57,7 @@ def shipped_file(relative: str) -> Path:
     """A shipped file or folder by its path under ``configs/``, e.g. ``deploy/daq@.service``."""
     path = shipped_root() / relative
     if not path.exists():
-        raise ConfigError(f"shipped file {relative} is missing from {shipped_root()}; reinstall battery-daq")
+        raise ConfigError(f"{relative}: no such shipped file or folder in {shipped_root()}; daq shipped lists them")
     return path
 
 

@@ -12,7 +12,7 @@ from daq.cli import (
     bench_cmds,
     config_cmds,
     data_cmds,
-    init_cmds,
+    install_cmds,
     probe_cmds,
     report_cmds,
     safety_cmds,
@@ -24,7 +24,7 @@ from daq.service import use_journald_format
 
 EXIT_USER_ERROR = 2
 COMMAND_MODULES = [bench_cmds, config_cmds, data_cmds, status_cmds, safety_cmds, report_cmds, test_cmds]
-COMMAND_MODULES += [init_cmds, probe_cmds]  # installing and commissioning a bench
+COMMAND_MODULES += [install_cmds, probe_cmds]  # installing and commissioning a bench
 
 
 def build_parser() -> argparse.ArgumentParser:

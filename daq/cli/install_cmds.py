@@ -1,4 +1,5 @@
-"""``daq init DIR`` (a starter bench folder) and ``daq systemd-unit`` (the service template).
+"""Installing a bench on a lab PC: ``daq init DIR`` (a starter bench folder), ``daq systemd-unit``
+(the service template for this installation) and ``daq shipped`` (what ``builtin:NAME`` names).
 
 The starter is written from shipped files only (``configs/starter/``, the demo register map and
 limit set), so it works from an installed wheel; it validates and runs against the simulators as
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from daq.errors import ConfigError
-from daq.resources import shipped_file, shipped_path
+from daq.resources import BUILTIN_PREFIX, KINDS, shipped_file, shipped_names, shipped_path, shipped_root
 
 BENCH_ID_PLACEHOLDER = "__BENCH_ID__"
 BENCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as config.bench.Name
@@ -31,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("systemd-unit", help="print the systemd unit template daq@.service for this installation")
     p.set_defaults(func=cmd_systemd_unit)
+
+    p = sub.add_parser("shipped", help="list the shipped files builtin:NAME can name, or print where one is")
+    p.add_argument("--path", metavar="FILE", help="print the path of a shipped file or folder, e.g. grafana")
+    p.set_defaults(func=cmd_shipped)
 
 
 def starter_files() -> dict[str, Path]:
@@ -101,4 +106,21 @@ def daq_executable() -> str:
 
 def cmd_systemd_unit(args: argparse.Namespace) -> int:
     sys.stdout.write(unit_text(daq_executable()))
+    return 0
+
+
+def cmd_shipped(args: argparse.Namespace) -> int:
+    if args.path:
+        print(shipped_file(args.path))
+        return 0
+    root = shipped_root()
+    print(f"shipped files in {root}; name them as {BUILTIN_PREFIX}NAME")
+    for kind, info in KINDS.items():
+        names = shipped_names(kind)
+        print(f"  {info.label + 's:':<16} {', '.join(names) or '-'}")
+    folders = sorted(
+        p.name + "/" for p in root.iterdir() if p.is_dir() and p.name not in {i.folder for i in KINDS.values()}
+        and not p.name.startswith("__")
+    )
+    print(f"  {'other:':<16} {', '.join(folders)}  (daq shipped --path FOLDER)")
     return 0
