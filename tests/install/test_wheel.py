@@ -328,3 +328,29 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_the_systemd_unit_points_at_this_installation_and_verifies(installed: Installed, workdir: Path) -> None:
+    result = installed.daq("systemd-unit", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    exec_start = [line for line in result.stdout.splitlines() if line.startswith("ExecStart=")]
+    assert exec_start == [f"ExecStart={installed.venv / 'bin' / 'daq'} run /etc/daq/%i/bench.yaml"]
+    assert "Type=notify" in result.stdout and "WatchdogSec=" in result.stdout
+    (workdir / "daq@.service").write_text(result.stdout)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "daq@bench-1.service"], cwd=workdir, capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0 and verify.stderr == "" and verify.stdout == "", verify.stderr
+
+
+def test_shipped_lists_the_builtin_names_and_finds_the_grafana_files(installed: Installed, workdir: Path) -> None:
+    listing = installed.daq("shipped", cwd=workdir)
+    assert listing.returncode == 0, listing.stderr
+    assert "sim_cycler" in listing.stdout and "demo_nmc_14s" in listing.stdout and "grafana/" in listing.stdout
+    grafana = installed.daq("shipped", "--path", "grafana", cwd=workdir)
+    assert grafana.returncode == 0, grafana.stderr
+    folder = Path(grafana.stdout.strip())
+    assert folder.is_relative_to(installed.venv)
+    assert sorted(p.name for p in (folder / "dashboards").glob("*.json")) == sorted(
+        p.name for p in (REPO / "configs" / "grafana" / "dashboards").glob("*.json")
+    )
