@@ -44,7 +44,13 @@ KINDS: dict[Kind, KindInfo] = {
 
 def shipped_root() -> Path:
     """The folder holding the shipped files (``configs/`` in a checkout, ``daq/_configs`` installed)."""
-    root = files(SHIPPED_PACKAGE)
+    try:
+        root = files(SHIPPED_PACKAGE)
+    except ModuleNotFoundError as exc:  # an editable install made before configs/ became package data
+        raise ConfigError(
+            f"the shipped configuration files ({SHIPPED_PACKAGE}) are not installed; reinstall battery-daq"
+            " (pip install -e . in a clone, or the wheel)"
+        ) from exc
     if not isinstance(root, Path):  # a zipped install: the loaders need real files
         raise ConfigError(
             f"the shipped configuration files are inside an archive ({root}); install battery-daq as a normal"

@@ -6,7 +6,10 @@ pymodbus link the bench uses. Two modes:
 - a register range (``--table``, ``--start``, ``--count``): raw words with candidate decodings
   (u16/i16, and u32/i32/f32 in both word orders), to find where a device keeps what;
 - ``--regmap FILE``: every channel of a register map decoded once, to check a map before a bench
-  records with it.
+  records with it;
+- ``--bench FILE [--device NAME]``: a device of a bench file, reached and decoded as the bench
+  would (its transport, unit id, timeout and register map); with ``--table/--start/--count`` its
+  raw range instead.
 
 A dead link, nothing listening or a wrong unit id is one line and exit 2 (the CLI's user-error path).
 """
@@ -19,6 +22,8 @@ import json
 import math
 from typing import Any
 
+from daq.config.bench import ModbusDeviceConfig, SerialTransportConfig, TcpTransportConfig
+from daq.config.loader import load_bench
 from daq.errors import ConfigError, DaqError, DeviceExceptionError, ResponseTimeoutError
 from daq.records import Quality
 from drivers.modbus.candidates import decode_candidates, format_float, pair_columns
@@ -46,19 +51,63 @@ def register(sub: argparse._SubParsersAction) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", help="Modbus TCP device or serial gateway (IP address or name)")
     where.add_argument("--serial", metavar="PORT", help="Modbus RTU serial port, e.g. /dev/ttyUSB0")
+    where.add_argument("--bench", metavar="FILE", help="probe a Modbus device of this bench file, as it is configured")
+    p.add_argument("--device", help="with --bench: which Modbus device (needed when the bench has several)")
     p.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
     p.add_argument("--framing", choices=["socket", "rtu"], default="socket", help="TCP: rtu for RTU over TCP")
     p.add_argument("--baud", type=int, default=9600, help="serial baud rate (default 9600)")
     p.add_argument("--parity", choices=["N", "E", "O"], default="N")
     p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
-    p.add_argument("--unit", type=int, default=1, help="Modbus unit id / slave address (default 1)")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer (default 1)")
-    p.add_argument("--table", choices=["holding", "input", "coil", "discrete"], default="holding")
-    p.add_argument("--start", type=int, default=0, help="first address (0-based, as on the wire)")
-    p.add_argument("--count", type=int, default=20, help="how many registers or bits (default 20)")
+    p.add_argument("--bytesize", type=int, choices=[7, 8], default=8)
+    p.add_argument("--unit", type=int, help="Modbus unit id / slave address (default 1)")
+    p.add_argument("--timeout", type=float, help="seconds to wait for each answer (default 1)")
+    p.add_argument("--table", choices=["holding", "input", "coil", "discrete"], help="default holding")
+    p.add_argument("--start", type=int, help="first address (0-based, as on the wire; default 0)")
+    p.add_argument("--count", type=int, help="how many registers or bits (default 20)")
     p.add_argument("--regmap", help="decode every channel of this register map once (a file or builtin:NAME)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_probe)
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """Options left out: from the bench file's device (``--bench``), else the documented defaults."""
+    range_asked = any(getattr(args, k) is not None for k in ("table", "start", "count"))
+    if args.bench:
+        _from_bench(args, decode_map=not range_asked and not args.regmap)
+    elif args.device:
+        raise ConfigError("--device names a device of a bench file: pass --bench FILE too")
+    for key, default in (("unit", 1), ("timeout", 1.0), ("table", "holding"), ("start", 0), ("count", 20)):
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+
+
+def _from_bench(args: argparse.Namespace, *, decode_map: bool) -> None:
+    loaded = load_bench(args.bench)
+    modbus = [d for d in loaded.config.devices if isinstance(d, ModbusDeviceConfig)]
+    names = ", ".join(d.name for d in modbus) or "none"
+    if args.device is None and len(modbus) != 1:
+        raise ConfigError(f"{args.bench}: pass --device NAME to choose a Modbus device (it has: {names})")
+    dev = modbus[0] if args.device is None else next((d for d in modbus if d.name == args.device), None)
+    if dev is None:
+        raise ConfigError(f"{args.bench}: no Modbus device named {args.device!r} (it has: {names})")
+    transport = dev.transport
+    simulated = transport.simulator if isinstance(transport, TcpTransportConfig) else None
+    if isinstance(transport, SerialTransportConfig) and transport.port.startswith("sim:"):
+        simulated = transport.port[4:]
+    if simulated:
+        raise ConfigError(
+            f"{args.bench}: {dev.name} is reached through the in-process simulator {simulated}; run"
+            f" `daq sim {args.bench}` and probe the address it prints with --host/--port or --serial"
+        )
+    if isinstance(transport, TcpTransportConfig):
+        args.host, args.port, args.framing = transport.host, transport.port, transport.framing
+    else:
+        args.serial, args.baud, args.parity = transport.port, transport.baud, transport.parity
+        args.bytesize, args.stopbits = transport.bytesize, transport.stopbits
+    args.unit = dev.unit_id if args.unit is None else args.unit
+    args.timeout = dev.timeout_s if args.timeout is None else args.timeout
+    if decode_map:
+        args.regmap = str(loaded.resolve(dev.regmap, "regmap"))
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -81,7 +130,14 @@ def _link(args: argparse.Namespace) -> ModbusLink:
     if args.host is not None:
         return ModbusLink(TcpEndpoint(args.host, args.port, framing=args.framing, timeout_s=args.timeout))
     return ModbusLink(
-        SerialEndpoint(args.serial, baud=args.baud, parity=args.parity, stopbits=args.stopbits, timeout_s=args.timeout)
+        SerialEndpoint(
+            args.serial,
+            baud=args.baud,
+            parity=args.parity,
+            bytesize=args.bytesize,
+            stopbits=args.stopbits,
+            timeout_s=args.timeout,
+        )
     )
 
 
@@ -236,6 +292,7 @@ def _print_regmap(result: dict[str, Any]) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    _fill_defaults(args)
     _check_args(args)
     if args.regmap:
         result = asyncio.run(probe_regmap(args))
