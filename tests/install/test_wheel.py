@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import site
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -174,8 +175,11 @@ def test_an_unknown_builtin_name_lists_the_names_that_exist(installed: Installed
 def _records(journal: Path) -> int:
     if not journal.exists():
         return 0
-    with JournalReader(journal) as reader:
-        return reader.last_record_seq()
+    try:
+        with JournalReader(journal) as reader:
+            return reader.last_record_seq()
+    except sqlite3.OperationalError:  # the file exists, its tables are not created yet
+        return 0
 
 
 def run_until_records(installed: Installed, args: list[str], *, cwd: Path, journal: Path, records: int = 20) -> str:
