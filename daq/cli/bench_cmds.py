@@ -69,7 +69,7 @@ async def run_bench(
     before_wait: Callable[[Bench], Awaitable[None]] | None = None,
 ) -> Bench:
     bench = Bench(loaded, journal_path=Path(journal) if journal else None)
-    console = Console()
+    console = Console(soft_wrap=not is_interactive())  # no wrapping at 80 columns in a service log
     await bench.start()
     service = SystemdNotifier.attach(bench)  # under systemd: READY=1, then watchdog pings while healthy
     reason = ""
