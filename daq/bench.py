@@ -299,7 +299,7 @@ class Bench:
             try:
                 self.safety = SafetyMonitor(
                     safety_cfg,
-                    limits_path=self.loaded.resolve(safety_cfg.limits),
+                    limits_path=self.loaded.resolve(safety_cfg.limits, "limits"),
                     limits=self.loaded.limits,
                     journal=self.journal,
                     run_id=self.context.run_id,

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics socat chromium openssl)
+DEB_PACKAGES+=(systemd)  # systemd-analyze verifies the shipped daq@.service (tests/install)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

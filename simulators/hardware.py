@@ -14,6 +14,7 @@ from typing import Any
 from daq.clock import Clock
 from daq.config.bench import SimBmsConfig, SimBmsFaultsConfig, SimCanBmsConfig, SimCyclerConfig, SimulationConfig
 from daq.errors import ConfigError, ConnectError
+from daq.resources import locate, shipped_path
 from drivers.bms.daly.codec import encode_alarms
 from drivers.bms.jbd.codec import protection_bits_for
 from drivers.bms.model import AlarmLevel
@@ -31,8 +32,6 @@ from simulators.regmap_unit import RegmapUnit
 
 SimBmsDevice = SimModbusBms | SimJbdDevice | SimDalyDevice
 DALY_HOST_ADDRESS_BASE = 0x3F  # board n listens to host address 0x3F + n (drivers/bms/daly/driver.py)
-
-REGMAPS = Path(__file__).resolve().parents[1] / "configs" / "regmaps"
 
 
 def pack_params(cfg: SimulationConfig) -> PackParams:
@@ -67,10 +66,11 @@ class SimulatedHardware:
         self.base_dir = base_dir or Path.cwd()
         self.can_bms: dict[str, Any] = {}  # SimCanBms by simulator name
 
-    def _regmap(self, filename: str) -> RegisterMap:
-        if filename not in self._regmap_cache:
-            self._regmap_cache[filename] = load_regmap(REGMAPS / filename)
-        return self._regmap_cache[filename]
+    def _regmap(self, name: str) -> RegisterMap:
+        """A shipped register map: the simulators serve exactly the map they are documented by."""
+        if name not in self._regmap_cache:
+            self._regmap_cache[name] = load_regmap(shipped_path("regmap", name))
+        return self._regmap_cache[name]
 
     async def start(self) -> None:
         try:
@@ -108,7 +108,7 @@ class SimulatedHardware:
         )
         faults = ModbusFaults()
         server = ModbusTcpServer(
-            {sim.unit_id: RegmapUnit(cycler, self._regmap("sim_cycler.yaml"))},
+            {sim.unit_id: RegmapUnit(cycler, self._regmap("sim_cycler"))},
             host=sim.host,
             port=sim.port,
             framing=sim.framing,
@@ -142,7 +142,7 @@ class SimulatedHardware:
             for k, address in enumerate(sim.addresses):
                 module = SimModbusBms(pack, first_cell=k * cells, cells=cells, sensors=sensors)
                 devices[address] = module
-                units[address] = RegmapUnit(module, self._regmap("sim_bms.yaml"))
+                units[address] = RegmapUnit(module, self._regmap("sim_bms"))
             bus = ModbusRtuPtyServer(
                 units, baud=sim.baud if sim.pacing else None, faults=faults, unit_faults=unit_faults
             )
@@ -191,8 +191,7 @@ class SimulatedHardware:
             else (self.pack if self.packs else self.new_pack(sim.name))
         )
         cells = sim.cells or self.cfg.pack.series_cells
-        p = Path(sim.dbc)
-        db = load_dbc(p if p.is_absolute() else self.base_dir / p)
+        db = load_dbc(locate(sim.dbc, "dbc", base_dir=self.base_dir))
         mapping, problems = resolve_mapping(
             db,
             sim.signals.spec(cells=cells, sensors=sim.sensors),

@@ -17,8 +17,8 @@ from daq.cli.durations import parse_duration
 from daq.cli.live import is_interactive, progress_line, render
 from daq.config.loader import LoadedBench, load_bench
 from daq.errors import ConfigError
-
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from daq.resources import demo_bench
+from daq.service import SystemdNotifier
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,8 +69,9 @@ async def run_bench(
     before_wait: Callable[[Bench], Awaitable[None]] | None = None,
 ) -> Bench:
     bench = Bench(loaded, journal_path=Path(journal) if journal else None)
-    console = Console()
+    console = Console(soft_wrap=not is_interactive())  # no wrapping at 80 columns in a service log
     await bench.start()
+    service = SystemdNotifier.attach(bench)  # under systemd: READY=1, then watchdog pings while healthy
     reason = ""
     try:
         if before_wait is not None:
@@ -103,6 +104,8 @@ async def run_bench(
             finally:
                 printer.cancel()
     finally:
+        if service is not None:
+            service.stopping()
         await bench.stop(status="completed", reason=reason or "stopped")
     _summary(bench, console)
     return bench
@@ -133,10 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def demo_config_path() -> Path:
-    path = REPO_CONFIGS / "demo.yaml"
-    if not path.exists():
-        raise ConfigError(f"demo bench file {path} is missing; run from a clone of the repository")
-    return path
+    return demo_bench()
 
 
 async def _demo_drive(bench: Bench) -> None:

@@ -8,11 +8,24 @@ import sys
 from collections.abc import Sequence
 
 from daq import __version__
-from daq.cli import bench_cmds, config_cmds, data_cmds, report_cmds, safety_cmds, sink_cmds, status_cmds, test_cmds
+from daq.cli import (
+    bench_cmds,
+    config_cmds,
+    data_cmds,
+    install_cmds,
+    probe_cmds,
+    report_cmds,
+    safety_cmds,
+    sink_cmds,
+    status_cmds,
+    test_cmds,
+)
 from daq.errors import ConfigError, DaqError
+from daq.service import use_journald_format
 
 EXIT_USER_ERROR = 2
 COMMAND_MODULES = [bench_cmds, config_cmds, data_cmds, status_cmds, safety_cmds, report_cmds, test_cmds, sink_cmds]
+COMMAND_MODULES += [install_cmds, probe_cmds]  # installing and commissioning a bench
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    use_journald_format()  # under systemd: <priority> prefixes, journald stamps the time
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its errors reach us as exceptions
     try:
         return int(args.func(args) or 0)

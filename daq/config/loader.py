@@ -22,6 +22,7 @@ from daq.config.bench import (
 from daq.config.errors import format_validation_error
 from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError
+from daq.resources import Kind, locate
 from daq.safety.bench_check import validate_safety
 from daq.safety.limits import LimitSet
 from drivers.modbus.regmap import RegisterMap, load_regmap, plan_reads
@@ -40,9 +41,9 @@ class LoadedBench:
     def base_dir(self) -> Path:
         return self.path.parent
 
-    def resolve(self, relative: str) -> Path:
-        p = Path(relative)
-        return p if p.is_absolute() else self.base_dir / p
+    def resolve(self, relative: str, kind: Kind | None = None) -> Path:
+        """A path named in the bench file: relative to the bench file's folder, or ``builtin:NAME``."""
+        return locate(relative, kind, base_dir=self.base_dir)
 
     @property
     def journal_path(self) -> Path:
@@ -82,7 +83,7 @@ def _load_can(loaded: LoadedBench, dev: CanDeviceConfig | SimCanBmsConfig, where
             f" (known: {', '.join(sorted(can.interfaces.VALID_INTERFACES))})"
         )
     try:
-        db = load_dbc(loaded.resolve(dev.dbc))
+        db = load_dbc(loaded.resolve(dev.dbc, "dbc"))
     except ConfigError as exc:
         return [*problems, *(f"{where}.dbc: {p}" for p in exc.problems)]
     if isinstance(dev, CanDeviceConfig):
@@ -110,7 +111,7 @@ def _load_can(loaded: LoadedBench, dev: CanDeviceConfig | SimCanBmsConfig, where
 
 
 def load_bench(path: str | Path) -> LoadedBench:
-    path = Path(path)
+    path = locate(path, "bench")
     data = read_yaml_mapping(path, "bench file")
     try:
         config = BenchConfig.model_validate(data)
@@ -128,9 +129,8 @@ def load_bench(path: str | Path) -> LoadedBench:
         if not isinstance(dev, ModbusDeviceConfig):
             continue
         where = f"{path}: devices[{i}]({dev.name}).regmap"
-        regmap_path = loaded.resolve(dev.regmap)
         try:
-            regmap = load_regmap(regmap_path)
+            regmap = load_regmap(loaded.resolve(dev.regmap, "regmap"))
         except ConfigError as exc:
             problems.extend(f"{where}: {p}" for p in exc.problems)
             continue

@@ -38,6 +38,7 @@ from daq.profiles.model import (
 )
 from daq.profiles.phrases import PHRASE_EXAMPLES, PhraseError, parse_phrase
 from daq.profiles.plan import ResolvedStep, Scale, resolve_step
+from daq.resources import locate
 
 MAX_CSV_PROBLEMS = 20
 _SERIES_QUANTITIES = {
@@ -47,8 +48,8 @@ _SERIES_QUANTITIES = {
 
 
 def load_profile(path: str | Path) -> Profile:
-    """Read a profile file; raise ConfigError listing every problem of form found."""
-    path = Path(path)
+    """Read a profile file (or ``builtin:NAME``); raise ConfigError listing every problem of form found."""
+    path = locate(path, "profile")
     data = read_yaml_mapping(path, "profile file", mapping_hint="start the file with 'name: ...' and 'steps:'")
     return profile_from_dict(data, source=path)
 

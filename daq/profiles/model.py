@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from daq.resources import locate
+
 Direction = Literal["charge", "discharge"]
 Basis = Literal["cell", "pack"]
 Interpolation = Literal["linear", "step"]
@@ -373,13 +375,12 @@ class Profile(_Frozen):
         return str(self._source_path) if self._source_path is not None else f"<profile {self.name}>"
 
     def limits_path(self) -> Path | None:
-        """``limits`` as a path resolved against the profile file's folder (None if inline or unset)."""
+        """``limits`` as a path resolved against the profile file's folder, or ``builtin:NAME`` (None if
+        inline or unset)."""
         if not isinstance(self.limits, str):
             return None
-        path = Path(self.limits)
-        if not path.is_absolute() and self._source_path is not None:
-            path = self._source_path.parent / path
-        return path
+        base_dir = self._source_path.parent if self._source_path is not None else None
+        return locate(self.limits, "limits", base_dir=base_dir)
 
 
 def describe_step(step: Step) -> str:

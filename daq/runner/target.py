@@ -70,7 +70,7 @@ def _limit_sets(loaded: LoadedBench, profile: Profile) -> list[tuple[str, LimitS
     sets: list[tuple[str, LimitSet]] = []
     safety = loaded.config.safety
     if safety is not None:
-        path = loaded.resolve(safety.limits)
+        path = loaded.resolve(safety.limits, "limits")
         sets.append((str(path), load_limits(path)))
     path = profile.limits_path()
     if path is not None:

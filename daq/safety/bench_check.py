@@ -41,7 +41,7 @@ def validate_safety(loaded: CheckedBench) -> tuple[LimitSet | None, list[str]]:
         return None, []
     where = f"{loaded.path}: safety"
     try:
-        limits = load_limits(loaded.resolve(safety.limits))
+        limits = load_limits(loaded.resolve(safety.limits, "limits"))
     except ConfigError as exc:
         return None, [f"{where}.limits: {p}" for p in exc.problems]
     problems: list[str] = []

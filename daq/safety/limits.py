@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError
+from daq.resources import locate
 
 
 class _Frozen(BaseModel):
@@ -222,8 +223,8 @@ def tighten(base: LimitSet, overrides: Mapping[str, Any], *, source: str = "step
 
 
 def load_limits(path: str | Path) -> LimitSet:
-    """Read and validate a limit-set YAML file; ConfigError lines name the file and field path."""
-    path = Path(path)
+    """Read and validate a limit-set YAML file (or ``builtin:NAME``); ConfigError lines name the file and field."""
+    path = locate(path, "limits")
     data = read_yaml_mapping(path, "limit set", mapping_hint="map limit names to limits")
     try:
         return LimitSet.model_validate(data)

@@ -25,6 +25,7 @@ from daq.config.errors import format_validation_error
 from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError, SetpointRangeError
 from daq.records import Channel, Quality
+from daq.resources import locate
 
 Table = Literal["holding", "input", "coil", "discrete"]
 ValueType = Literal["u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bit", "string"]
@@ -296,7 +297,8 @@ class RegisterMap:
 
 
 def load_regmap(path: str | Path) -> RegisterMap:
-    path = Path(path)
+    """Read and validate a register map file (or ``builtin:NAME``, a shipped one)."""
+    path = locate(path, "regmap")
     data = read_yaml_mapping(path, "register map file")
     try:
         spec = RegisterMapFile.model_validate(data)
