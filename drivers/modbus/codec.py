@@ -728,7 +728,11 @@ class RtuFrameDecoder:
         return out
 
     def _next_complete_frame(self, start: int, available: int) -> int:
-        buffer = self._buffer
+        return self._next_complete_frame_in(self._buffer, start=start, available=available)
+
+    def _next_complete_frame_in(self, buffer: bytes | bytearray, *, start: int, available: int | None = None) -> int:
+        """Offset of the first complete, CRC-valid frame in ``buffer`` from ``start`` on, or -1."""
+        available = len(buffer) if available is None else available
         for pos in range(start, available - RTU_MIN_FRAME_SIZE + 1):
             size = self._size(buffer, pos, available - pos)
             if size > 0 and pos + size <= available and not crc16(buffer[pos : pos + size]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from daq.errors import DeviceExceptionError, ProtocolError
@@ -473,6 +473,11 @@ def test_rtu_garbage_followed_by_a_valid_frame_yields_that_frame(
 ) -> None:
     message = data.draw(requests if expect == "requests" else responses)
     decoder = RtuFrameDecoder(expect=expect)  # type: ignore[arg-type]
+    frame = encode_rtu(message, unit_id=unit_id)
+    # RTU has no delimiter: a frame whose own bytes hold a CRC-valid frame from some offset on (a
+    # 1-in-65536 coincidence per offset) is, when it arrives incomplete, rightly taken as noise
+    # before a complete frame. That is the resync rule, not a failure of it.
+    assume(decoder._next_complete_frame_in(frame, start=1) < 0)
     items = [
         item for chunk in _chunks(garbage + encode_rtu(message, unit_id=unit_id), cuts) for item in decoder.feed(chunk)
     ]
