@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from daq import __version__
-from daq.cli import bench_cmds, config_cmds, data_cmds, report_cmds, safety_cmds, status_cmds, test_cmds
+from daq.cli import bench_cmds, config_cmds, data_cmds, report_cmds, safety_cmds, status_cmds, test_cmds, web_cmds
 from daq.errors import ConfigError, DaqError
 
 EXIT_USER_ERROR = 2
-COMMAND_MODULES = [bench_cmds, config_cmds, data_cmds, status_cmds, safety_cmds, report_cmds, test_cmds]
+COMMAND_MODULES = [bench_cmds, config_cmds, data_cmds, status_cmds, safety_cmds, report_cmds, test_cmds, web_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:
