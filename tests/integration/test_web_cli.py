@@ -1,0 +1,176 @@
+"""``--http`` and ``daq serve`` as a user runs them: real processes, real sockets, real journals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from daq.bench import Bench
+from daq.config.loader import load_bench
+from daq.web.overview import Overview, build_overview_app, serve_overview
+from daq.web.server import BenchWebServer, SiteServer
+from tests.helpers import REPO, sim_bench, wait_until
+from tests.integration.browser import browser_page
+
+UI_TIMEOUT_MS = 20_000
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - a local test server
+        return json.loads(r.read())
+
+
+def _read_url_line(proc: subprocess.Popen[str], prefix: str, deadline_s: float = 60) -> str:
+    deadline = time.monotonic() + deadline_s
+    assert proc.stderr is not None
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"no {prefix!r} line from the process")
+
+
+def test_daq_demo_http_serves_the_demo_bench(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daq.cli.main", "demo", "--http", "127.0.0.1:0", "--quiet", "--duration", "2h",
+         "--journal", str(tmp_path / "demo.sqlite")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = _read_url_line(proc, "live bench page: ")
+        deadline = time.monotonic() + 30
+        while True:
+            status = get_json(url + "api/v1/status")
+            bms = next((d for d in status["devices"] if d["name"] == "bms-1"), None)
+            if status["pack"] and bms and bms["quality"] == "good" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status["bench"]["id"] == "demo"
+        assert [d["name"] for d in status["devices"]] == ["cycler-1", "bms-1"]
+        assert len(status["pack"]["cells"]) == 14 and status["pack"]["spread_v"] is not None
+        page = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310
+        assert "/static/vendor/uPlot.iife.min.js" in page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_http_port_in_use_is_one_line_and_no_run_starts(tmp_path: Path) -> None:
+    bench = sim_bench(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "daq.cli.main", "run", str(bench), "--http", f"127.0.0.1:{port}", "--quiet",
+             "--duration", "1s"],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --http 127.0.0.1:{port}: cannot listen: the port is in use; pick another with --http HOST:PORT"
+        " or stop what listens there"
+    ]
+    assert not (tmp_path / "journal.sqlite").exists()  # the port is bound before the run starts
+
+
+def test_controls_without_a_token_source_are_a_config_error(tmp_path: Path) -> None:
+    bench = sim_bench(tmp_path)
+    cfg = yaml.safe_load(bench.read_text())
+    cfg["web"] = {"controls": True}
+    bench.write_text(yaml.safe_dump(cfg))
+    result = subprocess.run(
+        [sys.executable, "-m", "daq.cli.main", "run", str(bench), "--http", "127.0.0.1:0", "--duration", "1s"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "controls: true needs token" in result.stderr
+    cfg["web"] = {"controls": True, "token": {"env": "DAQ_NO_SUCH_TOKEN_VARIABLE"}}
+    bench.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "DAQ_NO_SUCH_TOKEN_VARIABLE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "daq.cli.main", "run", str(bench), "--http", "127.0.0.1:0", "--duration", "1s"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bench}: web.token: environment variable DAQ_NO_SUCH_TOKEN_VARIABLE is not set; export it before"
+        " starting (the bench file names the variable, never the secret)"
+    ]
+
+
+async def test_overview_lists_the_benches_and_links_to_the_live_page(tmp_path: Path) -> None:
+    # One bench that ran and stopped, one running with its live page.
+    done_dir, live_dir = tmp_path / "done", tmp_path / "live"
+    done_dir.mkdir()
+    live_dir.mkdir()
+    finished = Bench(load_bench(sim_bench(done_dir)))
+    await finished.start()
+    await wait_until(lambda: finished.records_seen > 3, what="a few records")
+    await finished.stop(reason="done")
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    (done_dir / "journal.sqlite").rename(journals / "done.sqlite")
+
+    live_path = sim_bench(live_dir)
+    cfg = yaml.safe_load(live_path.read_text())
+    cfg["bench"]["id"] = "live-bench"
+    cfg["journal"]["path"] = str(journals / "live.sqlite")
+    live_path.write_text(yaml.safe_dump(cfg))
+    live = Bench(load_bench(live_path))
+    web = BenchWebServer(live, host="127.0.0.1", port=0)
+    await web.start()
+    await live.start()
+    overview = Overview([journals / "done.sqlite", journals / "live.sqlite"], period_s=0.2)
+    site = SiteServer(build_overview_app(overview), host="127.0.0.1", port=0)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    serving = asyncio.create_task(serve_overview(overview, site, stop, on_ready=ready.set), name="test:overview")
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+        # the live bench's status snapshot (with its page's URL) reaches its journal every 2 s
+        await wait_until(
+            lambda: any(b.get("url") for b in overview.benches), timeout=30, what="the live bench's URL in the overview"
+        )
+        async with browser_page() as page:
+            await page.goto(site.url)
+            await page.wait_for_selector('tr[data-bench="live-bench"] a', timeout=UI_TIMEOUT_MS)
+            assert await page.locator('tr[data-bench="testbench"]').get_attribute("data-state") == "completed"
+            assert await page.locator('tr[data-bench="live-bench"]').get_attribute("data-state") == "running"
+            await page.click('tr[data-bench="live-bench"] a')
+            await page.wait_for_function(
+                "() => document.querySelector('#bench-id').textContent === 'bench live-bench'", timeout=UI_TIMEOUT_MS
+            )
+        missing = await asyncio.to_thread(_status, site.url + "api/v1/benches/nope")
+        assert missing[0] == 404 and "live-bench" in missing[1]["error"]
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await web.stop()
+        await live.stop()
+
+
+def _status(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
