@@ -29,7 +29,7 @@ UI_TIMEOUT_MS = 20_000
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - a local test server
+    with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
 
 
@@ -57,13 +57,13 @@ def test_daq_demo_http_serves_the_demo_bench(tmp_path: Path) -> None:
         while True:
             status = get_json(url + "api/v1/status")
             bms = next((d for d in status["devices"] if d["name"] == "bms-1"), None)
-            if status["pack"] and bms and bms["quality"] == "good" or time.monotonic() > deadline:
+            if (status["pack"] and bms and bms["quality"] == "good") or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert status["bench"]["id"] == "demo"
         assert [d["name"] for d in status["devices"]] == ["cycler-1", "bms-1"]
         assert len(status["pack"]["cells"]) == 14 and status["pack"]["spread_v"] is not None
-        page = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310
+        page = urllib.request.urlopen(url, timeout=5).read().decode()
         assert "/static/vendor/uPlot.iife.min.js" in page
     finally:
         proc.send_signal(signal.SIGINT)
@@ -170,7 +170,7 @@ async def test_overview_lists_the_benches_and_links_to_the_live_page(tmp_path: P
 
 def _status(url: str) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
