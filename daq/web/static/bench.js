@@ -4,6 +4,9 @@
 
 const $ = (id) => document.getElementById(id);
 const MAX_POINTS = 2400;
+// Channels a technician looks at first, in this order; the rest follow in the device's order.
+const HEADLINE = ["voltage_v", "current_a", "power_w", "soc_pct", "charge_ah", "energy_wh", "temperature_c", "mode",
+  "output_on", "alarm_level"];
 const trend = { t: [], voltage_v: [], current_a: [], temperature_c: [] };
 let plots = null;
 let cellPlot = null;
@@ -208,7 +211,9 @@ function renderDevices(s) {
       + (d.last_error ? ` · ${d.last_error}` : "");
     const table = card.querySelector("table");
     const rows = [];
-    for (const c of d.channels) {
+    const rank = (c) => { const i = HEADLINE.indexOf(c.name); return i < 0 ? HEADLINE.length : i; };
+    const ordered = d.channels.map((c, i) => [rank(c), i, c]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((x) => x[2]);
+    for (const c of ordered) {
       const q = d.stale && c.quality === "good" ? "stale" : c.quality;
       const tr = el("tr", { class: `q-${q}`, "data-channel": c.name, "data-quality": q });
       const shown = c.text ?? (c.value === null ? "—" : fmt(c.value));
