@@ -68,7 +68,12 @@ class LiveFeed:
         """Build one snapshot and wake everyone waiting for a newer one (O(1) in the clients)."""
         self.snapshot = self.build()
         self._append_trend(self.snapshot["trend_point"])
-        self.payload = json.dumps(self.snapshot, allow_nan=False, separators=(",", ":")).encode()
+        try:
+            text = json.dumps(self.snapshot, allow_nan=False, separators=(",", ":"))
+        except ValueError:  # a NaN from a status provider: JSON has none, so it becomes null
+            self.snapshot = _without_nan(self.snapshot)
+            text = json.dumps(self.snapshot, allow_nan=False, separators=(",", ":"))
+        self.payload = text.encode()
         self.version += 1
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
@@ -237,6 +242,16 @@ class LiveFeed:
 
     def trend_json(self) -> dict[str, list[float | None]]:
         return {key: list(series) for key, series in self.trend.items()}
+
+
+def _without_nan(value: Any) -> Any:
+    if isinstance(value, float):
+        return _num(value)
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nan(v) for v in value]
+    return value
 
 
 def _channel(rec: Record, i: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import yaml
 
 from daq.bench import Bench
 from daq.config.loader import load_bench
+from daq.journal import JournalReader
 from daq.web.overview import Overview, build_overview_app, serve_overview
 from daq.web.server import BenchWebServer, SiteServer
 from tests.helpers import REPO, sim_bench, wait_until
@@ -174,3 +175,85 @@ def _status(url: str) -> tuple[int, Any]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def _post(url: str, body: dict[str, Any], token: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _with_controls(bench: Path, token_file: Path) -> None:
+    token_file.write_text("tok-123\n")
+    token_file.chmod(0o600)
+    cfg = yaml.safe_load(bench.read_text())
+    cfg["web"] = {"controls": True, "token": {"file": str(token_file)}}
+    bench.write_text(yaml.safe_dump(cfg))
+
+
+def test_daq_test_start_http_pauses_from_the_api_through_the_journal(tmp_path: Path) -> None:
+    bench = sim_bench(tmp_path, poll_period_s=0.05)
+    _with_controls(bench, tmp_path / "token")
+    profile = tmp_path / "profile.yaml"
+    steps = [{"kind": "cc", "label": "slow discharge", "direction": "discharge", "current_a": 5, "duration_s": 3600}]
+    profile.write_text(yaml.safe_dump({"name": "cli-web", "record_period_s": 0.05, "steps": steps}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daq.cli.main", "test", "start", str(bench), str(profile), "--quiet",
+         "--http", "127.0.0.1:0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = _read_url_line(proc, "live bench page: ")
+        deadline = time.monotonic() + 30
+        while _status(url + "api/v1/test")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, test = _status(url + "api/v1/test")
+        assert status == 200 and test["profile"] == "cli-web" and test["phase"] == "running"
+        status, answer = _post(url + "api/v1/commands/pause", {"who": "ann", "reason": "coffee"}, "tok-123")
+        assert status == 200 and answer["phase"] == "paused", answer
+        status, again = _post(url + "api/v1/commands/pause", {"who": "ann"}, "tok-123")
+        assert status == 200 and "already paused" in again["message"]
+        status, refused = _post(url + "api/v1/commands/resume", {"who": "ann"}, "wrong")
+        assert status == 403 and refused["error"] == "wrong operator token"
+        assert _status(url + "api/v1/test")[1]["phase"] == "paused"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    with JournalReader(tmp_path / "journal.sqlite") as reader:
+        run = reader.run("latest")
+        paused = [e.data for e in reader.run_events(run.run_id) if e.kind == "runner.paused"]
+    assert (paused[0]["who"], paused[0]["reason"]) == ("ann (web)", "coffee")  # then Ctrl-C stops it paused
+
+
+def test_daq_run_http_refuses_test_commands_with_no_test(tmp_path: Path) -> None:
+    bench = sim_bench(tmp_path)
+    _with_controls(bench, tmp_path / "token")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daq.cli.main", "run", str(bench), "--quiet", "--http", "127.0.0.1:0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = _read_url_line(proc, "live bench page: ")
+        status, body = _post(url + "api/v1/commands/pause", {"who": "ann"}, "tok-123")
+        assert status == 409 and "no test is running on bench testbench" in body["error"]
+        status, body = _post(url + "api/v1/commands/ack", {"who": "ann"}, "tok-123")
+        assert status == 409 and "no safety monitor" in body["error"]
+        assert _status(url + "api/v1/test")[0] == 404
+        records = _status(url + "api/v1/status")[1]["bench"]["records"]
+        deadline = time.monotonic() + 30
+        while _status(url + "api/v1/status")[1]["bench"]["records"] <= records and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _status(url + "api/v1/status")[1]["bench"]["records"] > records  # still recording
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
