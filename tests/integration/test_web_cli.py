@@ -257,3 +257,14 @@ def test_daq_run_http_refuses_test_commands_with_no_test(tmp_path: Path) -> None
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+def test_daq_serve_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: Any) -> None:
+    from daq.cli.main import main
+
+    assert main(["serve", "--journal", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: --journal {tmp_path / 'nope'}: no such file or folder"]
+    assert main(["serve", "--journal", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: --journal {tmp_path}: no *.sqlite journal in this folder"]
+    assert main(["serve", "--journal", str(tmp_path), "--http", "127.0.0.1:99999"]) == 2
+    assert "no *.sqlite journal" in capsys.readouterr().err
