@@ -171,7 +171,7 @@ function renderPack(s) {
     const node = $("cell-chart");
     cellPlot = new uPlot({
       width: width(node.parentElement) - 20, height: 180,
-      scales: { x: { time: false }, y: { range: (u, lo, hi) => [lo - 0.01, hi + 0.01] } },
+      scales: { x: { time: false }, y: { range: (u, lo, hi) => [lo - Math.max(0.02, hi - lo), hi + 0.01] } },  // the lowest cell keeps a visible bar
       series: [{ label: "cell" }, { label: "cell voltage (V)", fill: "#7aa7e680", stroke: "#1f5fbf",
         paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false } }],
       axes: [{ label: "cell", values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? v : "")) },
