@@ -19,6 +19,7 @@ from daq.config.loader import LoadedBench, load_bench
 from daq.errors import ConfigError
 from daq.resources import demo_bench
 from daq.service import SystemdNotifier
+from daq.web.launch import add_http_arg, start_web, stop_web
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,12 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=parse_duration, help="stop after this bench time, e.g. 30s, 5m, 2h")
     p.add_argument("--journal", help="journal file (default: from the bench file)")
     p.add_argument("--quiet", action="store_true", help="no live view; one summary at the end")
+    add_http_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the demo bench on simulated hardware (no lab needed)")
     p.add_argument("--duration", type=parse_duration, help="stop after this bench time")
     p.add_argument("--journal", help="journal file (default: journal/demo.sqlite)")
     p.add_argument("--quiet", action="store_true")
+    add_http_arg(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sim", help="run only the simulators of a bench file, for another client")
@@ -67,10 +70,16 @@ async def run_bench(
     journal: str | None,
     quiet: bool,
     before_wait: Callable[[Bench], Awaitable[None]] | None = None,
+    http: str | None = None,
 ) -> Bench:
     bench = Bench(loaded, journal_path=Path(journal) if journal else None)
     console = Console(soft_wrap=not is_interactive())  # no wrapping at 80 columns in a service log
-    await bench.start()
+    web = await start_web(bench, http)  # before the run starts: a port in use is a setup error
+    try:
+        await bench.start()
+    except BaseException:
+        await stop_web(web)
+        raise
     service = SystemdNotifier.attach(bench)  # under systemd: READY=1, then watchdog pings while healthy
     reason = ""
     try:
@@ -106,6 +115,7 @@ async def run_bench(
     finally:
         if service is not None:
             service.stopping()
+        await stop_web(web)
         await bench.stop(status="completed", reason=reason or "stopped")
     _summary(bench, console)
     return bench
@@ -131,7 +141,7 @@ def _summary(bench: Bench, console: Console) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_bench(args.config)
-    asyncio.run(run_bench(loaded, duration_s=args.duration, journal=args.journal, quiet=args.quiet))
+    asyncio.run(run_bench(loaded, duration_s=args.duration, journal=args.journal, quiet=args.quiet, http=args.http))
     return 0
 
 
@@ -164,7 +174,14 @@ async def _demo_drive(bench: Bench) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     loaded = load_bench(demo_config_path())
     asyncio.run(
-        run_bench(loaded, duration_s=args.duration, journal=args.journal, quiet=args.quiet, before_wait=_demo_drive)
+        run_bench(
+            loaded,
+            duration_s=args.duration,
+            journal=args.journal,
+            quiet=args.quiet,
+            before_wait=_demo_drive,
+            http=args.http,
+        )
     )
     return 0
 

@@ -19,6 +19,7 @@ from daq.cli import (
     sink_cmds,
     status_cmds,
     test_cmds,
+    web_cmds,
 )
 from daq.errors import ConfigError, DaqError
 from daq.service import use_journald_format
@@ -26,6 +27,7 @@ from daq.service import use_journald_format
 EXIT_USER_ERROR = 2
 COMMAND_MODULES = [bench_cmds, config_cmds, data_cmds, status_cmds, safety_cmds, report_cmds, test_cmds, sink_cmds]
 COMMAND_MODULES += [install_cmds, probe_cmds]  # installing and commissioning a bench
+COMMAND_MODULES += [web_cmds]  # the live page and the lab overview
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,7 @@ from daq.runner.session import (
 )
 from daq.runner.state import ABORTED, COMPLETED, TEST_KEY
 from daq.runner.summary import format_summary_table
+from daq.web.launch import add_http_arg, start_web, stop_web
 
 if TYPE_CHECKING:
     from daq.runner.mqtt_commands import MqttCommandListener
@@ -74,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--capacity-ah", type=float, help="pack capacity for C-rates (default: profile or simulated pack)")
     p.add_argument("--quiet", action="store_true", help="no live view or progress lines; the summary at the end")
     _add_mqtt_args(p)
+    add_http_arg(p)
     p.set_defaults(func=cmd_start)
 
     for action, text in (("pause", "pause a running test (cycler to safe state)"), ("abort", "end a test for good")):
@@ -90,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=parse_duration, help="pause again after this bench time")
     p.add_argument("--quiet", action="store_true")
     _add_mqtt_args(p)
+    add_http_arg(p)
     p.set_defaults(func=cmd_resume)
 
     p = tsub.add_parser("status", help="where a test is: phase, cycle, step, cycle summary")
@@ -135,7 +138,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         on_event=_event_printer(console, quiet=args.quiet),
     )
     mqtt = _mqtt(args, loaded)
-    return asyncio.run(_foreground(session, console, duration_s=args.duration, quiet=args.quiet, mqtt=mqtt))
+    return asyncio.run(
+        _foreground(session, console, duration_s=args.duration, quiet=args.quiet, mqtt=mqtt, http=args.http)
+    )
 
 
 def _mqtt(args: argparse.Namespace, loaded: LoadedBench) -> MqttCommandListener | None:
@@ -165,7 +170,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
             on_event=_event_printer(console, quiet=args.quiet),
         )
     mqtt = _mqtt(args, session.prepared.loaded)
-    return asyncio.run(_foreground(session, console, duration_s=args.duration, quiet=args.quiet, mqtt=mqtt))
+    return asyncio.run(
+        _foreground(session, console, duration_s=args.duration, quiet=args.quiet, mqtt=mqtt, http=args.http)
+    )
 
 
 async def _foreground(
@@ -175,8 +182,14 @@ async def _foreground(
     duration_s: float | None,
     quiet: bool,
     mqtt: MqttCommandListener | None = None,
+    http: str | None = None,
 ) -> int:
-    run_id = await session.start()
+    web = await start_web(session.bench, http, runner_source=lambda: session.runner)
+    try:
+        run_id = await session.start()
+    except BaseException:
+        await stop_web(web)
+        raise
     runner = session.runner
     assert runner is not None
     if mqtt is not None:
@@ -245,6 +258,7 @@ async def _foreground(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await stop_web(web)
         await session.close(outcome)
     assert outcome is not None
     for line in format_summary_table(runner.summaries):

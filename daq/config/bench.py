@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daq.config.sinks import SinkConfig
+from daq.config.web import WebConfig
 from drivers.bms.model import AlarmName
 from drivers.can.mapping import CanChannelSpec, SignalSpec, expand_signal_names, mux_indexed
 
@@ -445,6 +446,7 @@ class BenchConfig(Strict):
     simulation: SimulationConfig | None = None
     safety: SafetyConfig | None = None
     sinks: list[SinkConfig] = Field(default_factory=list, description="where recorded data is forwarded")
+    web: WebConfig = Field(default_factory=WebConfig, description="live bench page (daq run --http)")
 
     @model_validator(mode="after")
     def _references(self) -> BenchConfig:

@@ -262,6 +262,15 @@ class TestRunner(StepExecution, EndConditions, OperatorControl, Resume):
             "reason": p.reason,
         }
 
+    def step_detail(self) -> dict[str, Any]:
+        """The active step's end conditions (pack units) and energy, for the web view."""
+        active = self._active
+        if active is None:
+            return {"ends": {}, "step_wh": 0.0, "kind": ""}
+        end = active.item.resolved.end
+        ends = {name: getattr(end, name) for name in end.__dataclass_fields__ if getattr(end, name) is not None}
+        return {"ends": ends, "step_wh": active.totals.net_wh, "kind": active.item.resolved.kind}
+
     def progress(self) -> Progress:
         active = self._active
         item = active.item if active is not None else None
