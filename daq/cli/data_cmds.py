@@ -12,6 +12,7 @@ from daq.export import bdf, cells
 from daq.export.table import build_run_table
 from daq.export.writers import WRITERS, ExportError
 from daq.journal import JournalReader
+from daq.timebase import format_duration, run_times
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,10 +52,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
             runs = reader.runs()
         print(f"{path}: {len(runs)} run(s)")
         if runs:
-            print(f"  {'run id':<34} {'started (UTC)':<20} {'ended (UTC)':<20} {'status':<12} records")
-        for r in runs:
             print(
-                f"  {r.run_id:<34} {_fmt_time(r.started_ns):<20} {_fmt_time(r.ended_ns):<20} {r.status:<12} {r.records}"
+                f"  {'run id':<34} {'started (UTC)':<20} {'ended (UTC)':<20} {'took':<14} {'status':<12}"
+                f" {'records':>8}  bench time"
+            )
+        for r in runs:
+            times = run_times(r.started_ns, r.ended_ns, r.metadata)
+            took = "-" if times.wall_s is None else format_duration(times.wall_s)
+            print(
+                f"  {r.run_id:<34} {_fmt_time(times.wall_started_ns):<20} {_fmt_time(times.wall_ended_ns):<20}"
+                f" {took:<14} {r.status:<12} {r.records:>8}  {times.bench_note() or 'real time'}"
             )
     return 0
 

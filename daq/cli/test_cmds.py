@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.live import Live
 
-from daq.cli.durations import parse_duration
+from daq.cli.durations import add_duration_args, duration_wait
 from daq.cli.journals import add_journal_args, candidate_journals, open_run
 from daq.cli.live import is_interactive, render
 from daq.config.loader import LoadedBench, load_bench
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--operator", default="", help="who runs the test (default: the login name)")
     p.add_argument("--pack-serial", default="", help="serial number of the pack under test")
     p.add_argument("--notes", default="", help="free text stored with the run")
-    p.add_argument("--duration", type=parse_duration, help="pause the test after this bench time (e.g. 2h)")
+    add_duration_args(p, action="pause the test")
     p.add_argument("--journal", help="journal file (default: from the bench file)")
     p.add_argument("--cycler", help="the cycler to drive, if the bench has several")
     p.add_argument("--series-cells", type=int, help="series cells of the pack (default: profile or simulated pack)")
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run id, unique prefix, or 'latest'")
     add_journal_args(p)
     p.add_argument("--profile", help="profile file if it moved since the start (same steps)")
-    p.add_argument("--duration", type=parse_duration, help="pause again after this bench time")
+    add_duration_args(p, action="pause again")
     p.add_argument("--quiet", action="store_true")
     _add_mqtt_args(p)
     p.set_defaults(func=cmd_resume)
@@ -135,7 +135,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         on_event=_event_printer(console, quiet=args.quiet),
     )
     mqtt = _mqtt(args, loaded)
-    return asyncio.run(_foreground(session, console, duration_s=args.duration, quiet=args.quiet, mqtt=mqtt))
+    return asyncio.run(_foreground(session, console, duration=args, quiet=args.quiet, mqtt=mqtt))
 
 
 def _mqtt(args: argparse.Namespace, loaded: LoadedBench) -> MqttCommandListener | None:
@@ -165,14 +165,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
             on_event=_event_printer(console, quiet=args.quiet),
         )
     mqtt = _mqtt(args, session.prepared.loaded)
-    return asyncio.run(_foreground(session, console, duration_s=args.duration, quiet=args.quiet, mqtt=mqtt))
+    return asyncio.run(_foreground(session, console, duration=args, quiet=args.quiet, mqtt=mqtt))
 
 
 async def _foreground(
     session: TestSession,
     console: Console,
     *,
-    duration_s: float | None,
+    duration: argparse.Namespace,
     quiet: bool,
     mqtt: MqttCommandListener | None = None,
 ) -> int:
@@ -202,11 +202,12 @@ async def _foreground(
 
     for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
         loop.add_signal_handler(sig, on_signal, name)
-    if duration_s is not None:
+    wait, done = duration_wait(duration, session.bench.clock)
+    if wait is not None:
 
         async def stop_after() -> None:
-            await session.bench.clock.sleep(duration_s)
-            runner.request_exit(f"--duration {duration_s:g} s reached")
+            await wait()
+            runner.request_exit(done)
 
         session.bench.add_task(stop_after(), "test:duration")
     outcome: Outcome | None = None

@@ -1,0 +1,109 @@
+"""The shipped demo as a new user sees it: its times, its status and its own limit check agree.
+
+One ``daq demo`` run (subprocess, real simulators over TCP and a pty) is shared by the tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daq.journal import JournalReader, RunInfo
+from daq.status import STATUS_KEY
+from daq.timebase import run_times
+from tests.helpers import REPO, sim_bench
+
+DEMO_LIMITS = REPO / "configs" / "limits" / "demo_nmc_14s.yaml"
+DEMO_WALL_S = 4.0
+DEMO_TIME_SCALE = 5.0  # configs/demo.yaml
+
+
+def daq(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daq.cli.main", *args], capture_output=True, text=True, cwd=cwd, timeout=180
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunInfo, float]:
+    """A finished ``daq demo --duration 4s`` run: its journal, its run, and when the command returned."""
+    journal = tmp_path_factory.mktemp("demo") / "demo.sqlite"
+    result = daq("demo", "--duration", f"{DEMO_WALL_S:g}s", "--quiet", "--journal", str(journal))
+    returned = time.time()
+    assert result.returncode == 0, result.stderr
+    with JournalReader(journal) as reader:
+        (run,) = reader.runs()
+    return journal, run, returned
+
+
+def test_the_shipped_demo_passes_its_shipped_limit_set(demo_run: tuple[Path, RunInfo, float]) -> None:
+    journal, run, _ = demo_run
+    result = daq("check", run.run_id, "--journal", str(journal), "--limits", str(DEMO_LIMITS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verdict: PASS" in result.stdout
+    assert "data_age_max_s" not in result.stdout  # the BMS data is never stale, not even a warning
+
+
+def test_duration_is_wall_clock_time_and_the_bench_lives_time_scale_times_more(
+    demo_run: tuple[Path, RunInfo, float],
+) -> None:
+    _, run, returned = demo_run
+    times = run_times(run.started_ns, run.ended_ns, run.metadata)
+    assert times.exact and times.time_scale == DEMO_TIME_SCALE
+    assert times.wall_s is not None and times.wall_s >= DEMO_WALL_S
+    assert times.bench_s is not None and times.bench_s == pytest.approx(times.wall_s * DEMO_TIME_SCALE, rel=1e-6)
+    assert times.wall_ended_ns is not None and times.wall_ended_ns / 1e9 <= returned  # not in the future
+    assert run.reason == f"--duration {DEMO_WALL_S:g} s (wall clock) reached"
+
+
+def test_runs_lists_wall_clock_start_and_end_with_bench_time_beside_them(
+    demo_run: tuple[Path, RunInfo, float],
+) -> None:
+    journal, run, _ = demo_run
+    times = run_times(run.started_ns, run.ended_ns, run.metadata)
+    result = daq("runs", "--journal", str(journal))
+    assert result.returncode == 0, result.stderr
+    (line,) = [ln for ln in result.stdout.splitlines() if run.run_id in ln]
+    assert time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(times.wall_ended_ns / 1e9)) in line
+    assert (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.ended_ns / 1e9)) not in line
+    )  # bench time is not shown as the clock
+    assert "at ×5" in line and "bench " in line
+
+
+def test_status_of_the_finished_demo_shows_its_final_figures(demo_run: tuple[Path, RunInfo, float]) -> None:
+    journal, run, _ = demo_run
+    result = daq("status", run.run_id, "--journal", str(journal))
+    assert result.returncode == 0, result.stderr
+    assert "finished: completed" in result.stdout
+    assert f"final figures: records {run.records}" in result.stdout
+    with JournalReader(journal) as reader:
+        status = reader.run_value(run.run_id, STATUS_KEY)
+    assert status["final"] is True
+    assert sum(d["polls"] for d in status["devices"].values()) == run.records
+    for name, device in status["devices"].items():
+        assert device["quality"] == "good" and device["polls"] > 0, name
+        assert f"{name}" in result.stdout and f"polls={device['polls']}" in result.stdout
+
+
+def test_bench_duration_is_bench_time(tmp_path: Path) -> None:
+    path = sim_bench(tmp_path, time_scale=10, poll_period_s=1.0)
+    result = daq("run", str(path), "--bench-duration", "20s", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with JournalReader(tmp_path / "journal.sqlite") as reader:
+        (run,) = reader.runs()
+    times = run_times(run.started_ns, run.ended_ns, run.metadata)
+    assert times.bench_s is not None and times.bench_s >= 20.0
+    assert times.wall_s is not None and times.wall_s < 20.0  # 20 bench seconds at 10x are not 20 wall seconds
+    assert run.reason == "--bench-duration 20 s (bench time) reached"
+
+
+def test_help_says_which_time_each_duration_means() -> None:
+    for command in (["run"], ["demo"], ["test", "start"]):
+        result = daq(*command, "--help")
+        text = " ".join(result.stdout.split())
+        assert "wall-clock time" in text and "--bench-duration" in text and "bench time" in text, command
