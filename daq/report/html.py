@@ -170,7 +170,7 @@ def _cards(data: RunData) -> str:
     ]  # fmt: skip
     temps = [t for t in temps if not np.isnan(t).all()]
     if temps:
-        cards.append(("max temperature", f"{max(float(np.nanmax(t)) for t in temps):.1f} °C"))
+        cards.append(("max temperature", f"{max(float(np.nanmax(t)) for t in temps):.1f} degC"))
     for ser in data.bms:
         block = ser.values[:, ser.cell_columns()]
         ok = ~np.isnan(block).all(axis=1)
@@ -201,7 +201,7 @@ def _cycle_table(data: RunData) -> str:
     ]  # fmt: skip
     header = [
         "cycle", "charged / Ah", "discharged / Ah", "charged / Wh", "discharged / Wh", "coulombic eff. / %",
-        "energy eff. / %", "retention / %", "end of charge / V", "end of discharge / V", "max temp. / °C",
+        "energy eff. / %", "retention / %", "end of charge / V", "end of discharge / V", "max temp. / degC",
     ]  # fmt: skip
     return f"<p class='sub'>Source: {escape(data.cycles_source)}.</p>" + _table(header, rows, set(range(11)))
 
