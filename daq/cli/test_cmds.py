@@ -35,10 +35,12 @@ from daq.config.loader import LoadedBench, load_bench
 from daq.errors import ConfigError, DaqError, JournalError
 from daq.journal import JournalReader, RunInfo
 from daq.runner.control import JournalControl, current_user
+from daq.runner.eta import PlanEta
 from daq.runner.integrator import NS
 from daq.runner.progress import hms, progress_lines, progress_text
 from daq.runner.runner import Outcome
 from daq.runner.session import (
+    PreparedTest,
     StoredTest,
     TestSession,
     describe_phase,
@@ -49,6 +51,7 @@ from daq.runner.session import (
 )
 from daq.runner.state import ABORTED, COMPLETED, TEST_KEY
 from daq.runner.summary import format_summary_table
+from daq.timebase import format_duration
 
 if TYPE_CHECKING:
     from daq.runner.mqtt_commands import MqttCommandListener
@@ -168,6 +171,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return asyncio.run(_foreground(session, console, duration=args, quiet=args.quiet, mqtt=mqtt))
 
 
+def planned_duration(prepared: PreparedTest, time_scale: float) -> str:
+    """``planned: about 8 h 10 min of bench time (1 h 38 min of wall clock at x5)`` before a test starts."""
+    eta = PlanEta.of_plan(prepared.plan, prepared.target.capacity_ah)
+    if eta is None or eta.planned_s is None:
+        return (
+            "planned: no estimate (a step ends only on a condition whose time cannot be foreseen; see docs/profiles.md)"
+        )
+    text = f"planned: about {format_duration(eta.planned_s)} of bench time"
+    if time_scale != 1.0:
+        text += f" ({format_duration(eta.planned_s / time_scale)} of wall clock at x{time_scale:g})"
+    return text
+
+
 async def _foreground(
     session: TestSession,
     console: Console,
@@ -189,6 +205,7 @@ async def _foreground(
             f"--journal {journal}",
             highlight=False,
         )
+        console.print(planned_duration(session.prepared, session.bench.clock.time_scale), highlight=False)
     loop = asyncio.get_running_loop()
     interrupts = 0
 

@@ -35,6 +35,7 @@ from daq.errors import DriverError
 from daq.profiles import CycleMetrics, Plan, PlanItem, describe_step
 from daq.records import Record
 from daq.runner.control import ACK_KEY, OperatorCommand, process_identity
+from daq.runner.eta import EtaTracker, StepMeasure, bms_soc
 from daq.runner.integrator import NS, SampleIntegrator, Totals
 from daq.runner.progress import PlanSize, Progress, estimate_remaining_s, plan_size
 from daq.runner.state import (
@@ -136,6 +137,7 @@ class TestRunner:
         self.summaries: list[dict[str, Any]] = list(resume.summaries) if resume else []
         self.size: PlanSize = plan_size(plan)
         self.alarms: list[str] = []
+        self._eta = EtaTracker(plan, target.capacity_ah)  # step and test ETA for the live view
 
         self._resume = resume
         state = resume.state if resume else None
@@ -853,6 +855,7 @@ class TestRunner:
             "step_elapsed_s": round(p.step_elapsed_s, 1),
             "test_time_s": round(p.test_time_s, 1),
             "eta_s": None if p.eta_s is None else round(p.eta_s),
+            "step_eta_s": None if p.step_eta_s is None else round(p.step_eta_s),
             "voltage_v": _finite(p.voltage_v),
             "current_a": _finite(p.current_a),
             "step_ah": p.step_ah,
@@ -871,6 +874,14 @@ class TestRunner:
         if callable(active_alarms):
             with contextlib.suppress(Exception):
                 alarms += [getattr(a, "message", str(a)) for a in active_alarms()]
+        measured_eta = estimate_remaining_s(
+            cycle=cycle, total_cycles=self.size.cycles, cycle_durations_s=durations, cycle_elapsed_s=cycle_elapsed
+        )
+        step_eta, test_eta = (
+            self._eta.estimate(active.number, active.item.resolved, self._step_measure(active, step_elapsed))
+            if active is not None
+            else (None, None)
+        )
         return Progress(
             phase=self.phase,
             cycle=cycle,
@@ -881,19 +892,20 @@ class TestRunner:
             label=active.progress.label if active is not None else "",
             step_elapsed_s=step_elapsed,
             test_time_s=self._test_time_s + step_elapsed,
-            eta_s=estimate_remaining_s(
-                cycle=cycle,
-                total_cycles=self.size.cycles,
-                cycle_durations_s=durations,
-                cycle_elapsed_s=cycle_elapsed,
-            )
-            if self.phase in (RUNNING, PAUSED)
-            else 0.0,
+            eta_s=(measured_eta if measured_eta is not None else test_eta) if self.phase in (RUNNING, PAUSED) else 0.0,
+            step_eta_s=step_eta if self.phase in (RUNNING, PAUSED) else 0.0,
+            time_scale=self.clock.time_scale,
             voltage_v=active.voltage_v if active is not None else math.nan,
             current_a=active.current_a if active is not None else math.nan,
             step_ah=active.totals.net_ah if active is not None else 0.0,
             alarms=alarms,
             reason=self.reason,
+        )
+
+    def _step_measure(self, active: _Active, elapsed_s: float) -> StepMeasure:
+        t = active.totals
+        return StepMeasure(
+            elapsed_s, active.current_a, active.voltage_v, t.net_ah, t.net_wh, bms_soc(self.bench.latest)
         )
 
 
