@@ -35,8 +35,15 @@ class Timebase:
             return bench_ns
         return self.wall_origin_ns + round((bench_ns - self.bench_origin_ns) / self.time_scale)
 
-    def wall_seconds(self, bench_seconds: float) -> float:
-        return bench_seconds / self.time_scale
+    def bench_ns(self, wall_ns: int) -> int:
+        """The inverse: the bench time recorded at the wall-clock moment ``wall_ns``."""
+        if not self.simulated:
+            return wall_ns
+        return self.bench_origin_ns + round((wall_ns - self.wall_origin_ns) * self.time_scale)
+
+    def unix_s(self, bench_ns: int) -> float:
+        """Unix seconds (wall clock) of a record stamped ``bench_ns``: the exports' Unix Time column."""
+        return self.wall_ns(bench_ns) / NS
 
     def as_metadata(self) -> dict[str, Any]:
         return {
@@ -65,6 +72,24 @@ class Timebase:
             except (KeyError, TypeError, ValueError):
                 return None
         return cls() if float(metadata.get("time_scale", 1.0)) == 1.0 else None
+
+
+def timebase_of(metadata: dict[str, Any]) -> Timebase:
+    """The run's timebase; identity (Unix Time = bench time) for an old simulated run without origins."""
+    return Timebase.of_run(metadata) or Timebase()
+
+
+def time_description(started_ns: int, ended_ns: int | None, metadata: dict[str, Any]) -> dict[str, Any]:
+    """For export sidecars and reports: wall-clock start/end, and bench duration and scale beside them."""
+    t = run_times(started_ns, ended_ns, metadata)
+    return {
+        "started_wall_ns": t.wall_started_ns,
+        "ended_wall_ns": t.wall_ended_ns,
+        "wall_duration_s": t.wall_s,
+        "bench_duration_s": t.bench_s,
+        "time_scale": t.time_scale,
+        "wall_times_exact": t.exact,
+    }
 
 
 def format_duration(seconds: float) -> str:

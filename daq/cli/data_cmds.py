@@ -11,8 +11,8 @@ from daq.errors import DaqError
 from daq.export import bdf, cells
 from daq.export.table import build_run_table
 from daq.export.writers import WRITERS, ExportError
-from daq.journal import JournalReader
-from daq.timebase import format_duration, run_times
+from daq.journal import JournalReader, RunInfo
+from daq.timebase import format_duration, run_times, timebase_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--device", action="append", help="only this device (repeatable); for bdf-*: the cycler to take V and I from"
     )
     p.add_argument("--channel", action="append", help="only this channel name (repeatable; csv and parquet)")
-    p.add_argument("--from", dest="start", help="start time, ISO 8601 (e.g. 2026-11-25T10:00:00Z)")
-    p.add_argument("--to", dest="end", help="end time, ISO 8601")
+    p.add_argument(
+        "--from", dest="start", help="start, wall-clock time in ISO 8601 (e.g. 2026-11-25T10:00:00Z), as in Unix Time"
+    )
+    p.add_argument("--to", dest="end", help="end, wall-clock time in ISO 8601")
     add_journal_args(p)
     p.set_defaults(func=cmd_export)
 
@@ -78,6 +80,11 @@ def parse_time(text: str | None) -> int | None:
     return int(dt.timestamp() * 1e9)
 
 
+def _bench_ns(run: RunInfo, wall_ns: int | None) -> int | None:
+    """--from/--to are wall-clock times (the exports' Unix Time); records are stamped in bench time."""
+    return None if wall_ns is None else timebase_of(run.metadata).bench_ns(wall_ns)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format in bdf.FORMATS or args.format in cells.FORMATS:
         return _export_bdf_or_cells(args)
@@ -88,8 +95,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             run.run_id,
             devices=args.device,
             channels=args.channel,
-            start_ns=parse_time(args.start),
-            end_ns=parse_time(args.end),
+            start_ns=_bench_ns(run, parse_time(args.start)),
+            end_ns=_bench_ns(run, parse_time(args.end)),
         )
     if table.rows == 0:
         raise DaqError(f"run {run.run_id} has no records in the selection; nothing was written")
@@ -109,6 +116,7 @@ def _export_bdf_or_cells(args: argparse.Namespace) -> int:
             raise DaqError(f"{args.format} takes voltage and current from one device; give --device once")
     start, end = parse_time(args.start), parse_time(args.end)
     reader, run = open_run(args, args.run)
+    start, end = _bench_ns(run, start), _bench_ns(run, end)
     with reader:
         if args.format in bdf.FORMATS:
             cycler = args.device[0] if args.device else None

@@ -74,8 +74,9 @@ def _device_rows(rec: Record) -> list[tuple[str, str]]:
 
 def render(bench: Bench, extra: Callable[[], list[str]] | None = None) -> Group:
     elapsed_s = (bench.clock.wall_ns() - bench.started_ns) / 1e9 if bench.started_ns else 0.0
-    scale = f" · time ×{bench.clock.time_scale:g}" if bench.clock.time_scale != 1 else ""
-    title = f"bench {bench.bench_id} · run {bench.run_id} · {_hms(elapsed_s)} bench time{scale}"
+    scale = bench.clock.time_scale
+    wall = f" ({_hms(elapsed_s / scale)} wall) · time ×{scale:g}" if scale != 1 else ""
+    title = f"bench {bench.bench_id} · run {bench.run_id} · {_hms(elapsed_s)} bench time{wall}"
     table = Table(title=title, expand=False)
     table.add_column("device")
     table.add_column("status")

@@ -107,3 +107,38 @@ def test_help_says_which_time_each_duration_means() -> None:
         result = daq(*command, "--help")
         text = " ".join(result.stdout.split())
         assert "wall-clock time" in text and "--bench-duration" in text and "bench time" in text, command
+
+
+def test_exports_stamp_unix_time_on_the_wall_clock_and_test_time_in_bench_time(
+    demo_run: tuple[Path, RunInfo, float], tmp_path: Path
+) -> None:
+    import csv
+    import json
+
+    journal, run, returned = demo_run
+    times = run_times(run.started_ns, run.ended_ns, run.metadata)
+    out = tmp_path / "run.bdf.csv"
+    result = daq("export", run.run_id, "--journal", str(journal), "--format", "bdf-csv", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    unix = [float(r["Unix Time / s"]) for r in rows]
+    test = [float(r["Test Time / s"]) for r in rows]
+    assert times.wall_started_ns / 1e9 <= unix[0] and unix[-1] <= returned  # when it happened, not in the future
+    assert test[-1] - test[0] == pytest.approx((unix[-1] - unix[0]) * DEMO_TIME_SCALE, rel=1e-4)  # CSV rounding
+    sidecar = json.loads(next(tmp_path.glob("run.bdf*.json")).read_text())
+    assert sidecar["run"]["time"]["time_scale"] == DEMO_TIME_SCALE
+    assert sidecar["run"]["time"]["bench_duration_s"] == pytest.approx(times.bench_s)
+    assert sidecar["run"]["started_utc"].startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(unix[0])))
+
+    # --from is wall-clock time too: the second half of the run by the Unix Time column
+    middle = (unix[0] + unix[-1]) / 2
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(middle)) + f".{int(middle % 1 * 1000):03d}Z"
+    half = tmp_path / "half.csv"
+    result = daq("export", run.run_id, "--journal", str(journal), "--from", since, "--out", str(half))
+    assert result.returncode == 0, result.stderr
+    kept = [float(r["unix_time_s"]) for r in csv.DictReader(half.read_text().splitlines())]
+    assert kept and min(kept) >= middle - 1e-3
+    full = tmp_path / "full.csv"
+    assert daq("export", run.run_id, "--journal", str(journal), "--out", str(full)).returncode == 0
+    total = len(full.read_text().splitlines()) - 1
+    assert 0.25 * total < len(kept) < 0.75 * total  # about half the run, not all of it
