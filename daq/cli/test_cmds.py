@@ -51,7 +51,7 @@ from daq.runner.session import (
 )
 from daq.runner.state import ABORTED, COMPLETED, TEST_KEY
 from daq.runner.summary import format_summary_table
-from daq.timebase import format_duration
+from daq.timebase import format_duration, run_times
 
 if TYPE_CHECKING:
     from daq.runner.mqtt_commands import MqttCommandListener
@@ -403,7 +403,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def status_lines(reader: JournalReader, stored: StoredTest) -> list[str]:
     run, test, state = stored.run, stored.test, stored.state
-    started = datetime.fromtimestamp(run.started_ns / NS, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    times = run_times(run.started_ns, run.ended_ns, run.metadata)  # wall clock, bench time beside it
+    started = datetime.fromtimestamp(times.wall_started_ns / NS, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if note := times.bench_note():
+        started += f", {note}"
     who = ", ".join(
         f"{k.replace('_', ' ')} {test[k]}" for k in ("operator", "pack_serial") if test.get(k)
     )  # fmt: skip
