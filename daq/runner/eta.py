@@ -58,6 +58,7 @@ class StepEta:
         self.resolved = resolved
         self.capacity_ah = capacity_ah
         self._taper0: tuple[float, float] | None = None  # (elapsed_s, |I|) when the taper began
+        self._saw_cc = False  # a cccv tapers only after its current has reached the CC setpoint
 
     def remaining_s(self, m: StepMeasure) -> float | None:
         r = self.resolved
@@ -84,7 +85,9 @@ class StepEta:
         if r.kind == "cv":
             tapering = math.isfinite(amps)
         elif r.kind == "cccv" and r.current_a:
-            tapering = math.isfinite(amps) and amps < TAPER_START * abs(r.current_a)
+            at_cc = math.isfinite(amps) and amps >= TAPER_START * abs(r.current_a)
+            self._saw_cc = self._saw_cc or at_cc
+            tapering = self._saw_cc and math.isfinite(amps) and not at_cc
         else:
             return False
         return tapering and r.end.current_below_a is not None
@@ -104,8 +107,8 @@ class StepEta:
         r = self.resolved
         charging = m.current_a > 0
         reaches = r.end.voltage_above_v is not None if charging else r.end.voltage_below_v is not None
-        if r.kind == "cccv":
-            reaches = charging or r.end.voltage_below_v is not None
+        if r.kind == "cccv":  # its CC phase runs to the step's own voltage, in either direction
+            reaches = True
         if not reaches or self.capacity_ah is None or not amps > MIN_CURRENT_A or r.kind not in ("cc", "cccv", "pulse"):
             return None
         if m.soc is not None and 0.0 <= m.soc <= 1.0:

@@ -33,6 +33,10 @@ DISCHARGE = {"kind": "cc", "direction": "discharge", "c_rate": 1.0, "until": [{"
 TAIL_S = CV_TAIL_FRACTION * CAPACITY_AH / ((27.0 + 1.35) / 2) * 3600
 
 
+def eta_tail(amps: float) -> float:
+    return CV_TAIL_FRACTION * CAPACITY_AH / ((amps + 1.35) / 2) * 3600
+
+
 def _measure(elapsed_s: float, current_a: float, *, step_ah: float = 0.0, soc: float | None = None) -> StepMeasure:
     return StepMeasure(elapsed_s, current_a, 55.0, step_ah, step_ah * 55.0, soc)
 
@@ -56,6 +60,9 @@ def test_a_cc_cv_charge_counts_the_soc_headroom_at_the_measured_current() -> Non
 def test_the_cv_taper_is_fitted_from_the_measured_current() -> None:
     (charge,) = _steps(CHARGE)
     eta = StepEta(charge, CAPACITY_AH)
+    assert eta.remaining_s(_measure(0, 0.0)) is not None  # ramping up at the start is not a taper
+    assert eta.remaining_s(_measure(1, 5.0)) == pytest.approx(min(7200 - 1, 27 / 5 * 3600 + eta_tail(5.0)))
+    eta.remaining_s(_measure(2, 27.0, step_ah=0.01))  # at the CC current
     eta.remaining_s(_measure(3000, 20.0, step_ah=20.0))  # the taper begins below 95 % of 27 A
     i1 = 20.0 * math.exp(-1.0)  # 100 s later: tau = 100 s
     assert eta.remaining_s(_measure(3100, i1, step_ah=21.0)) == pytest.approx(100 * math.log(i1 / 1.35))
