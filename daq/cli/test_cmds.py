@@ -172,7 +172,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def planned_duration(prepared: PreparedTest, time_scale: float) -> str:
-    """``planned: about 8 h 10 min of bench time (1 h 38 min of wall clock at x5)`` before a test starts."""
+    """``planned: about 8 h 10 min of bench time (1 h 38 min of wall clock at ×5)`` before a test starts."""
     eta = PlanEta.of_plan(prepared.plan, prepared.target.capacity_ah)
     if eta is None or eta.planned_s is None:
         return (
@@ -180,7 +180,7 @@ def planned_duration(prepared: PreparedTest, time_scale: float) -> str:
         )
     text = f"planned: about {format_duration(eta.planned_s)} of bench time"
     if time_scale != 1.0:
-        text += f" ({format_duration(eta.planned_s / time_scale)} of wall clock at x{time_scale:g})"
+        text += f" ({format_duration(eta.planned_s / time_scale)} of wall clock at ×{time_scale:g})"
     return text
 
 

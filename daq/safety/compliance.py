@@ -132,7 +132,7 @@ def format_table(result: CheckResult, *, wall_start_ns: int | None = None, time_
     duration = _num((result.end_ns - result.start_ns) / 1e9)
     if time_scale != 1.0:
         start = _iso(result.start_ns if wall_start_ns is None else wall_start_ns)
-        when = f"data start: {start} (wall clock)   duration: {duration} s of bench time at x{time_scale:g}"
+        when = f"data start: {start} (wall clock)   duration: {duration} s of bench time at ×{time_scale:g}"
     else:
         when = f"data start: {_iso(result.start_ns)}   duration: {duration} s"
     lines = [f"limits: {result.limits_name or '(unnamed)'}   records: {result.records}   {when}"]
