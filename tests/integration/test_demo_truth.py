@@ -142,3 +142,28 @@ def test_exports_stamp_unix_time_on_the_wall_clock_and_test_time_in_bench_time(
     assert daq("export", run.run_id, "--journal", str(journal), "--out", str(full)).returncode == 0
     total = len(full.read_text().splitlines()) - 1
     assert 0.25 * total < len(kept) < 0.75 * total  # about half the run, not all of it
+
+
+def test_status_of_a_running_bench_shows_live_figures(tmp_path: Path) -> None:
+    journal = tmp_path / "live.sqlite"
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "daq.cli.main", "demo", "--duration", "20s", "--quiet", "--journal", str(journal)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "running (live" not in seen or "polls=0 " in seen:
+            assert time.monotonic() < deadline, f"no live status; last: {seen!r}"
+            assert bench.poll() is None, bench.stderr.read() if bench.stderr else ""
+            seen = daq("status", "--journal", str(journal)).stdout if journal.exists() else ""
+        assert "finished" not in seen and "final figures" not in seen
+    finally:
+        bench.terminate()  # SIGTERM stops cleanly, as Ctrl-C does
+        bench.wait(timeout=60)
+        if bench.stderr:
+            bench.stderr.close()
+    after = daq("status", "--journal", str(journal)).stdout
+    assert "finished: completed (stopped by operator)" in after and "final figures" in after
