@@ -32,7 +32,7 @@ from daq.engine.poller import DevicePoller
 from daq.errors import ConfigError
 from daq.journal import Journal, new_run_id
 from daq.records import Record
-from daq.status import StatusReporter
+from daq.status import STATUS_KEY, StatusReporter
 from daq.timebase import METADATA_KEY as TIMEBASE_KEY
 from daq.timebase import Timebase
 from drivers.bms.daly.driver import DalyDriver
@@ -332,7 +332,8 @@ class Bench:
             if self.safety is not None and self.safety.abort_reason and status == "completed":
                 status, reason = "aborted", f"safety trip: {self.safety.abort_reason}"
             if self.status_reporter is not None:  # daq status of the finished run shows these figures
-                self.status_reporter.write_final(status=status, reason=reason)
+                self.last_status = self.status_reporter.final_snapshot(status=status, reason=reason)
+                self.journal.queue_run_value(self.context.run_id, STATUS_KEY, self.last_status)  # end_run flushes
             self.journal.end_run(self.context.run_id, status=status, reason=reason, ended_ns=self.clock.wall_ns())
             self.final_status = (status, reason)
             self._run_open = False

@@ -65,19 +65,17 @@ class StatusReporter:
                 status[section] = {"error": str(exc)}
         return status
 
-    def write_final(self, *, status: str, reason: str) -> dict[str, Any]:
-        """The run's final figures, written synchronously as the run ends (``final: true``).
+    def final_snapshot(self, *, status: str, reason: str) -> dict[str, Any]:
+        """The run's final figures as it ends (``final: true``); the bench journals them.
 
         Poll rates here are the run's mean per wall-clock second, not the last interval's.
         """
         snap = self.snapshot()
         elapsed = time.monotonic() - self._started
-        for name, poller in self.bench.pollers.items():
-            snap["devices"][name]["poll_rate_hz"] = round(poller.stats.polls / elapsed, 3) if elapsed > 0 else 0.0
+        for device in snap["devices"].values():
+            device["poll_rate_hz"] = round(device["polls"] / elapsed, 3) if elapsed > 0 else 0.0
         snap["final"] = True
         snap["ended"] = {"status": status, "reason": reason}
-        self.bench.last_status = snap
-        self.bench.journal.queue_run_value(self.bench.run_id, STATUS_KEY, snap)  # after older ones; end_run flushes
         return snap
 
     async def run(self) -> None:

@@ -32,6 +32,7 @@ from daq.channels import SOC
 from daq.profiles import CycleMetrics, Plan
 from daq.profiles.plan import ResolvedStep
 from daq.records import Record
+from daq.totals import Totals
 
 SECONDS_PER_HOUR = 3600.0
 CV_TAIL_FRACTION = 0.05  # of the capacity, passed in the CV phase of a CC-CV charge (typical NMC/LFP)
@@ -189,6 +190,13 @@ class PlanEta:
             if len(resolved) > max_steps:
                 return None
         return cls(resolved, capacity_ah)
+
+
+def step_measure(
+    elapsed_s: float, current_a: float, voltage_v: float, totals: Totals, latest: Mapping[str, Record]
+) -> StepMeasure:
+    """The running step's measure from the runner's state and the bench's latest records."""
+    return StepMeasure(elapsed_s, current_a, voltage_v, totals.net_ah, totals.net_wh, bms_soc(latest))
 
 
 def whole_remaining_s(step_left_s: float | None, later_s: float | None) -> float | None:

@@ -35,7 +35,7 @@ from daq.errors import DriverError
 from daq.profiles import CycleMetrics, Plan, PlanItem, describe_step
 from daq.records import Record
 from daq.runner.control import ACK_KEY, OperatorCommand, process_identity
-from daq.runner.eta import EtaTracker, StepMeasure, bms_soc
+from daq.runner.eta import EtaTracker, step_measure
 from daq.runner.integrator import NS, SampleIntegrator, Totals
 from daq.runner.progress import PlanSize, Progress, estimate_remaining_s, plan_size
 from daq.runner.state import (
@@ -878,7 +878,11 @@ class TestRunner:
             cycle=cycle, total_cycles=self.size.cycles, cycle_durations_s=durations, cycle_elapsed_s=cycle_elapsed
         )
         step_eta, test_eta = (
-            self._eta.estimate(active.number, active.item.resolved, self._step_measure(active, step_elapsed))
+            self._eta.estimate(
+                active.number,
+                active.item.resolved,
+                step_measure(step_elapsed, active.current_a, active.voltage_v, active.totals, self.bench.latest),
+            )
             if active is not None
             else (None, None)
         )
@@ -900,12 +904,6 @@ class TestRunner:
             step_ah=active.totals.net_ah if active is not None else 0.0,
             alarms=alarms,
             reason=self.reason,
-        )
-
-    def _step_measure(self, active: _Active, elapsed_s: float) -> StepMeasure:
-        t = active.totals
-        return StepMeasure(
-            elapsed_s, active.current_a, active.voltage_v, t.net_ah, t.net_wh, bms_soc(self.bench.latest)
         )
 
 
