@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,11 @@ from daq.config.loader import LoadedBench
 from daq.cycler import CyclerControl
 from daq.engine.poller import DevicePoller
 from daq.errors import ConfigError
-from daq.journal import Journal
+from daq.journal import Journal, new_run_id
 from daq.records import Record
-from daq.status import StatusReporter
+from daq.status import STATUS_KEY, StatusReporter
+from daq.timebase import METADATA_KEY as TIMEBASE_KEY
+from daq.timebase import Timebase
 from drivers.bms.daly.driver import DalyDriver
 from drivers.bms.jbd.driver import JbdDriver
 from drivers.bus import SerialBus, idle_gap_s
@@ -91,6 +94,7 @@ class Bench:
         self.sinks: list[Any] = []
         self.sink_drain: list[Any] = []  # DrainResult per sink after a stop (daq.sinks.drain)
         self.last_status: dict[str, Any] = {}
+        self.status_reporter: StatusReporter | None = None
 
     @property
     def bench_id(self) -> str:
@@ -276,6 +280,7 @@ class Bench:
                 "software_version": __version__,
                 "bench_file": str(self.loaded.path),
                 "time_scale": self.clock.time_scale,
+                TIMEBASE_KEY: Timebase.of_clock(self.clock).as_metadata(),  # bench -> wall time
                 **self.metadata,
             }
             self.context.run_id = self.journal.begin_run(
@@ -284,6 +289,7 @@ class Bench:
                 metadata=meta,
                 config_hash=self.loaded.config_hash,
                 started_ns=self.clock.wall_ns(),
+                run_id=new_run_id(self.bench_id, time.time_ns()),  # named for when it ran, not bench time
             )
         else:
             self.journal.reopen_run(run_id)
@@ -319,8 +325,8 @@ class Bench:
         gc.freeze()
         for name, poller in self.pollers.items():
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{name}"))
-        reporter = StatusReporter(self, on_snapshot=self._keep_status)
-        self._tasks.append(asyncio.create_task(reporter.run(), name="status"))
+        self.status_reporter = StatusReporter(self, on_snapshot=self._keep_status)
+        self._tasks.append(asyncio.create_task(self.status_reporter.run(), name="status"))
         try:
             self._start_sinks()
         except BaseException:
@@ -416,6 +422,9 @@ class Bench:
         if self._run_open:
             if self.safety is not None and self.safety.abort_reason and status == "completed":
                 status, reason = "aborted", f"safety trip: {self.safety.abort_reason}"
+            if self.status_reporter is not None:  # daq status of the finished run shows these figures
+                self.last_status = self.status_reporter.final_snapshot(status=status, reason=reason)
+                self.journal.queue_run_value(self.context.run_id, STATUS_KEY, self.last_status)  # end_run flushes
             self.journal.end_run(self.context.run_id, status=status, reason=reason, ended_ns=self.clock.wall_ns())
             self.final_status = (status, reason)
             self._run_open = False

@@ -32,6 +32,27 @@ CELL_VOLTAGE_RE = re.compile(r"^cell(\d+)_v$")
 TEMPERATURE_RE = re.compile(r"^(?:temp(\d+)_c|temperature_c)$")
 
 
+# One spelling per unit everywhere (drivers, tables, exports): the Battery Data Format's.
+DEGC = "degC"
+_CELSIUS = ("\u00b0c", "\u2103", "c", "degc", "deg c", "deg_c", "celsius")  # lower-cased; \u00b0 is the degree sign
+_UNIT_ALIASES = dict.fromkeys(_CELSIUS, DEGC)
+
+# Below this magnitude a current is shown as rest, not as charge or discharge (sensor noise).
+REST_CURRENT_A = 0.05
+
+
+def canonical_unit(unit: str) -> str:
+    """The project's spelling of ``unit`` (a degree sign, ``C``, ``deg C`` -> ``degC``); others unchanged."""
+    return _UNIT_ALIASES.get(unit.strip().lower(), unit.strip())
+
+
+def current_direction(current_a: float) -> str:
+    """``charge`` or ``discharge`` for a signed current (+ = charge), ``rest`` near zero."""
+    if abs(current_a) < REST_CURRENT_A:
+        return "rest"
+    return "charge" if current_a > 0 else "discharge"
+
+
 def cell_voltage(n: int) -> str:
     return f"cell{n}_v"
 

@@ -58,7 +58,13 @@ class ScaledClock:
             raise ValueError("time_scale must be > 0")
         self.time_scale = float(time_scale)
         self._real0 = time.monotonic()
-        self._wall0_ns = int((time.time() if start_wall_s is None else start_wall_s) * 1e9)
+        self.real_origin_ns = time.time_ns()  # the real Unix time at the clock's origin
+        self._wall0_ns = self.real_origin_ns if start_wall_s is None else int(start_wall_s * 1e9)
+
+    @property
+    def bench_origin_ns(self) -> int:
+        """The bench (simulated) Unix time at the clock's origin; see daq.timebase."""
+        return self._wall0_ns
 
     def monotonic(self) -> float:
         return (time.monotonic() - self._real0) * self.time_scale

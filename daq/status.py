@@ -1,9 +1,10 @@
 """Self-metrics of a running bench: one JSON-able snapshot, refreshed every few seconds.
 
 The bench stores the snapshot in its journal (``status`` of the run) so ``daq status`` can show it
-from another terminal, and the MQTT sink publishes it. Parts of the system add their own section
-through ``bench.status_providers`` (sinks, safety, runner) without this module knowing them. It sees
-the bench only as a ``daq.ports.StatusSource``.
+from another terminal, and the MQTT sink publishes it. When the run ends the bench writes one last
+snapshot marked ``final`` with the run's totals, so ``daq status`` of a finished run shows them.
+Parts of the system add their own section through ``bench.status_providers`` (sinks, safety,
+runner) without this module knowing them. It sees the bench only as a ``daq.ports.StatusSource``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class StatusReporter:
         self.on_snapshot = on_snapshot
         self.period_s = period_s
         self._last_polls: dict[str, tuple[float, int]] = {}
+        self._started = time.monotonic()
 
     def snapshot(self) -> dict[str, Any]:
         bench = self.source
@@ -70,6 +72,19 @@ class StatusReporter:
             except Exception as exc:  # a broken provider must not hide the rest of the status
                 status[section] = {"error": str(exc)}
         return status
+
+    def final_snapshot(self, *, status: str, reason: str) -> dict[str, Any]:
+        """The run's final figures as it ends (``final: true``); the bench journals them.
+
+        Poll rates here are the run's mean per wall-clock second, not the last interval's.
+        """
+        snap = self.snapshot()
+        elapsed = time.monotonic() - self._started
+        for device in snap["devices"].values():
+            device["poll_rate_hz"] = round(device["polls"] / elapsed, 3) if elapsed > 0 else 0.0
+        snap["final"] = True
+        snap["ended"] = {"status": status, "reason": reason}
+        return snap
 
     async def run(self) -> None:
         while True:

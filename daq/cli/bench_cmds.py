@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 
 from daq.bench import Bench
-from daq.cli.durations import parse_duration
+from daq.cli.durations import add_duration_args, duration_wait
 from daq.cli.live import is_interactive, progress_line, render
 from daq.config.loader import LoadedBench, load_bench
 from daq.errors import ConfigError
@@ -25,14 +25,14 @@ from daq.web.launch import add_http_arg, start_web, stop_web
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="poll a bench and record it until Ctrl-C or --duration")
     p.add_argument("config", help="bench file (YAML)")
-    p.add_argument("--duration", type=parse_duration, help="stop after this bench time, e.g. 30s, 5m, 2h")
+    add_duration_args(p)
     p.add_argument("--journal", help="journal file (default: from the bench file)")
     p.add_argument("--quiet", action="store_true", help="no live view; one summary at the end")
     add_http_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the demo bench on simulated hardware (no lab needed)")
-    p.add_argument("--duration", type=parse_duration, help="stop after this bench time")
+    add_duration_args(p)
     p.add_argument("--journal", help="journal file (default: journal/demo.sqlite)")
     p.add_argument("--quiet", action="store_true")
     add_http_arg(p)
@@ -40,19 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sim", help="run only the simulators of a bench file, for another client")
     p.add_argument("config", help="bench file with a simulation: section")
-    p.add_argument("--duration", type=parse_duration)
+    add_duration_args(p)
     p.set_defaults(func=cmd_sim)
 
 
-async def _until_stopped(duration_s: float | None, clock_sleep: Callable[[float], Awaitable[None]]) -> str:
-    """Wait for the duration (bench time) or SIGINT/SIGTERM; returns why we stopped."""
+async def _until_stopped(wait: Callable[[], Awaitable[None]] | None, done: str) -> str:
+    """Wait for ``wait`` (the duration) or SIGINT/SIGTERM; returns why we stopped (``done``)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     waiters = [asyncio.create_task(stop.wait(), name="wait:signal")]
-    if duration_s is not None:
-        waiters.append(asyncio.create_task(clock_sleep(duration_s), name="wait:duration"))
+    if wait is not None:
+        waiters.append(asyncio.create_task(wait(), name="wait:duration"))
     try:
         _done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -60,13 +60,13 @@ async def _until_stopped(duration_s: float | None, clock_sleep: Callable[[float]
             w.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return "stopped by operator" if stop.is_set() else "duration reached"
+    return "stopped by operator" if stop.is_set() else done
 
 
 async def run_bench(
     loaded: LoadedBench,
     *,
-    duration_s: float | None,
+    duration: argparse.Namespace,
     journal: str | None,
     quiet: bool,
     before_wait: Callable[[Bench], Awaitable[None]] | None = None,
@@ -81,12 +81,13 @@ async def run_bench(
         await stop_web(web)
         raise
     service = SystemdNotifier.attach(bench)  # under systemd: READY=1, then watchdog pings while healthy
+    wait, done = duration_wait(duration, bench.clock)
     reason = ""
     try:
         if before_wait is not None:
             await before_wait(bench)
         if quiet:
-            reason = await _until_stopped(duration_s, bench.clock.sleep)
+            reason = await _until_stopped(wait, done)
         elif is_interactive():
             with Live(render(bench), console=console, refresh_per_second=4, transient=False) as live:
 
@@ -97,7 +98,7 @@ async def run_bench(
 
                 refresher = asyncio.create_task(refresh(), name="live-view")
                 try:
-                    reason = await _until_stopped(duration_s, bench.clock.sleep)
+                    reason = await _until_stopped(wait, done)
                 finally:
                     refresher.cancel()
         else:
@@ -109,7 +110,7 @@ async def run_bench(
 
             printer = asyncio.create_task(progress(), name="progress")
             try:
-                reason = await _until_stopped(duration_s, bench.clock.sleep)
+                reason = await _until_stopped(wait, done)
             finally:
                 printer.cancel()
     finally:
@@ -141,7 +142,7 @@ def _summary(bench: Bench, console: Console) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_bench(args.config)
-    asyncio.run(run_bench(loaded, duration_s=args.duration, journal=args.journal, quiet=args.quiet, http=args.http))
+    asyncio.run(run_bench(loaded, duration=args, journal=args.journal, quiet=args.quiet, http=args.http))
     return 0
 
 
@@ -175,12 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     loaded = load_bench(demo_config_path())
     asyncio.run(
         run_bench(
-            loaded,
-            duration_s=args.duration,
-            journal=args.journal,
-            quiet=args.quiet,
-            before_wait=_demo_drive,
-            http=args.http,
+            loaded, duration=args, journal=args.journal, quiet=args.quiet, before_wait=_demo_drive, http=args.http
         )
     )
     return 0
@@ -198,7 +194,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         for line in bench.simulation.describe():
             print(line, flush=True)
         try:
-            await _until_stopped(args.duration, bench.clock.sleep)
+            await _until_stopped(*duration_wait(args, bench.clock))
         finally:
             await bench.simulation.stop()
 

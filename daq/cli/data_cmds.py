@@ -11,7 +11,8 @@ from daq.errors import DaqError
 from daq.export import bdf, cells
 from daq.export.table import build_run_table
 from daq.export.writers import WRITERS, ExportError
-from daq.journal import JournalReader
+from daq.journal import JournalReader, RunInfo
+from daq.timebase import format_duration, run_times, timebase_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--device", action="append", help="only this device (repeatable); for bdf-*: the cycler to take V and I from"
     )
     p.add_argument("--channel", action="append", help="only this channel name (repeatable; csv and parquet)")
-    p.add_argument("--from", dest="start", help="start time, ISO 8601 (e.g. 2026-11-25T10:00:00Z)")
-    p.add_argument("--to", dest="end", help="end time, ISO 8601")
+    p.add_argument(
+        "--from", dest="start", help="start, wall-clock time in ISO 8601 (e.g. 2026-11-25T10:00:00Z), as in Unix Time"
+    )
+    p.add_argument("--to", dest="end", help="end, wall-clock time in ISO 8601")
     add_journal_args(p)
     p.set_defaults(func=cmd_export)
 
@@ -51,10 +54,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
             runs = reader.runs()
         print(f"{path}: {len(runs)} run(s)")
         if runs:
-            print(f"  {'run id':<34} {'started (UTC)':<20} {'ended (UTC)':<20} {'status':<12} records")
-        for r in runs:
             print(
-                f"  {r.run_id:<34} {_fmt_time(r.started_ns):<20} {_fmt_time(r.ended_ns):<20} {r.status:<12} {r.records}"
+                f"  {'run id':<34} {'started (UTC)':<20} {'ended (UTC)':<20} {'took':<14} {'status':<12}"
+                f" {'records':>8}  bench time"
+            )
+        for r in runs:
+            times = run_times(r.started_ns, r.ended_ns, r.metadata)
+            took = "-" if times.wall_s is None else format_duration(times.wall_s)
+            print(
+                f"  {r.run_id:<34} {_fmt_time(times.wall_started_ns):<20} {_fmt_time(times.wall_ended_ns):<20}"
+                f" {took:<14} {r.status:<12} {r.records:>8}  {times.bench_note() or 'real time'}"
             )
     return 0
 
@@ -71,6 +80,11 @@ def parse_time(text: str | None) -> int | None:
     return int(dt.timestamp() * 1e9)
 
 
+def _bench_ns(run: RunInfo, wall_ns: int | None) -> int | None:
+    """--from/--to are wall-clock times (the exports' Unix Time); records are stamped in bench time."""
+    return None if wall_ns is None else timebase_of(run.metadata).bench_ns(wall_ns)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format in bdf.FORMATS or args.format in cells.FORMATS:
         return _export_bdf_or_cells(args)
@@ -81,8 +95,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             run.run_id,
             devices=args.device,
             channels=args.channel,
-            start_ns=parse_time(args.start),
-            end_ns=parse_time(args.end),
+            start_ns=_bench_ns(run, parse_time(args.start)),
+            end_ns=_bench_ns(run, parse_time(args.end)),
         )
     if table.rows == 0:
         raise DaqError(f"run {run.run_id} has no records in the selection; nothing was written")
@@ -102,6 +116,7 @@ def _export_bdf_or_cells(args: argparse.Namespace) -> int:
             raise DaqError(f"{args.format} takes voltage and current from one device; give --device once")
     start, end = parse_time(args.start), parse_time(args.end)
     reader, run = open_run(args, args.run)
+    start, end = _bench_ns(run, start), _bench_ns(run, end)
     with reader:
         if args.format in bdf.FORMATS:
             cycler = args.device[0] if args.device else None

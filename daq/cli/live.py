@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from daq.bench import Bench
-from daq.channels import CELL_VOLTAGE_RE, CyclerMode
+from daq.channels import CELL_VOLTAGE_RE, CURRENT, DEGC, CyclerMode, current_direction
 from daq.records import Quality, Record
 
 # Channels worth a glance, in display order; a BMS's cells are summarised as min/max/spread.
@@ -52,6 +52,8 @@ def _device_rows(rec: Record) -> list[tuple[str, str]]:
             val = rec.values[i] if rec.quality[i] == 0 else math.nan
             if name == "mode" and not math.isnan(val) and int(val) in MODE_NAMES:
                 rows.append((name, MODE_NAMES[int(val)]))
+            elif name == CURRENT and not math.isnan(val):  # the sign alone is easy to misread
+                rows.append((name, f"{_fmt(val, schema.channels[i].unit)} {current_direction(val)}"))
             else:
                 rows.append((name, _fmt(val, schema.channels[i].unit)))
     cells = [
@@ -66,14 +68,15 @@ def _device_rows(rec: Record) -> list[tuple[str, str]]:
         )
     temps = [rec.values[i] for i, c in enumerate(schema.channels) if CELL_TEMP_RE.match(c.name) and rec.quality[i] == 0]
     if temps:
-        rows.append(("temps", f"{min(temps):.1f}–{max(temps):.1f} °C"))
+        rows.append(("temps", f"{min(temps):.1f}–{max(temps):.1f} {DEGC}"))
     return rows
 
 
 def render(bench: Bench, extra: Callable[[], list[str]] | None = None) -> Group:
     elapsed_s = (bench.clock.wall_ns() - bench.started_ns) / 1e9 if bench.started_ns else 0.0
-    scale = f" · time ×{bench.clock.time_scale:g}" if bench.clock.time_scale != 1 else ""
-    title = f"bench {bench.bench_id} · run {bench.run_id} · {_hms(elapsed_s)} bench time{scale}"
+    scale = bench.clock.time_scale
+    wall = f" ({_hms(elapsed_s / scale)} wall) · time ×{scale:g}" if scale != 1 else ""
+    title = f"bench {bench.bench_id} · run {bench.run_id} · {_hms(elapsed_s)} bench time{wall}"
     table = Table(title=title, expand=False)
     table.add_column("device")
     table.add_column("status")
@@ -114,7 +117,8 @@ def progress_line(bench: Bench) -> str:
         rec = bench.latest.get(name)
         v = rec.get("voltage_v") if rec else math.nan
         i = rec.get("current_a") if rec else math.nan
-        parts.append(f"{name}: {v:.3f} V {i:+.2f} A ({poller.stats.polls} polls)")
+        direction = "" if math.isnan(i) else f" {current_direction(i)}"
+        parts.append(f"{name}: {v:.3f} V {i:+.2f} A{direction} ({poller.stats.polls} polls)")
     return time.strftime("%H:%M:%S ") + " | ".join(parts)
 
 

@@ -26,6 +26,7 @@ from daq.safety.ack import (
 )
 from daq.safety.events import ACKNOWLEDGED, AlarmEvent
 from daq.safety.step_limits import run_switches
+from daq.timebase import Timebase
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -96,7 +97,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"run {run.run_id}: {status}; limits from {source}")
         for note in notes:
             print(f"note: {note}")
-        print(format_table(result))
+        timebase = Timebase.of_run(run.metadata)
+        scale = float(run.metadata.get("time_scale", 1.0))
+        wall_start = None if timebase is None else timebase.wall_ns(result.start_ns)
+        print(format_table(result, wall_start_ns=wall_start, time_scale=scale))
         print(_alarm_lines(listed, result))
     return EXIT_PASS if result.passed else EXIT_FAIL
 

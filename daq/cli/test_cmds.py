@@ -28,17 +28,19 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.live import Live
 
-from daq.cli.durations import parse_duration
+from daq.cli.durations import add_duration_args, duration_wait
 from daq.cli.journals import add_journal_args, candidate_journals, open_run
 from daq.cli.live import is_interactive, render
 from daq.config.loader import LoadedBench, load_bench
 from daq.errors import ConfigError, DaqError, JournalError
 from daq.journal import JournalReader, RunInfo
 from daq.runner.control import JournalControl, current_user
+from daq.runner.eta import PlanEta
 from daq.runner.integrator import NS
 from daq.runner.progress import hms, progress_lines, progress_text
 from daq.runner.runner import Outcome
 from daq.runner.session import (
+    PreparedTest,
     StoredTest,
     TestSession,
     describe_phase,
@@ -49,6 +51,7 @@ from daq.runner.session import (
 )
 from daq.runner.state import ABORTED, COMPLETED, TEST_KEY
 from daq.runner.summary import format_summary_table
+from daq.timebase import format_duration, run_times
 from daq.web.launch import add_http_arg, start_web, stop_web
 
 if TYPE_CHECKING:
@@ -68,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--operator", default="", help="who runs the test (default: the login name)")
     p.add_argument("--pack-serial", default="", help="serial number of the pack under test")
     p.add_argument("--notes", default="", help="free text stored with the run")
-    p.add_argument("--duration", type=parse_duration, help="pause the test after this bench time (e.g. 2h)")
+    add_duration_args(p, action="pause the test")
     p.add_argument("--journal", help="journal file (default: from the bench file)")
     p.add_argument("--cycler", help="the cycler to drive, if the bench has several")
     p.add_argument("--series-cells", type=int, help="series cells of the pack (default: profile or simulated pack)")
@@ -89,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run id, unique prefix, or 'latest'")
     add_journal_args(p)
     p.add_argument("--profile", help="profile file if it moved since the start (same steps)")
-    p.add_argument("--duration", type=parse_duration, help="pause again after this bench time")
+    add_duration_args(p, action="pause again")
     p.add_argument("--quiet", action="store_true")
     _add_mqtt_args(p)
     add_http_arg(p)
@@ -138,9 +141,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         on_event=_event_printer(console, quiet=args.quiet),
     )
     mqtt = _mqtt(args, loaded)
-    return asyncio.run(
-        _foreground(session, console, duration_s=args.duration, quiet=args.quiet, mqtt=mqtt, http=args.http)
-    )
+    return asyncio.run(_foreground(session, console, duration=args, quiet=args.quiet, mqtt=mqtt, http=args.http))
 
 
 def _mqtt(args: argparse.Namespace, loaded: LoadedBench) -> MqttCommandListener | None:
@@ -170,16 +171,27 @@ def cmd_resume(args: argparse.Namespace) -> int:
             on_event=_event_printer(console, quiet=args.quiet),
         )
     mqtt = _mqtt(args, session.prepared.loaded)
-    return asyncio.run(
-        _foreground(session, console, duration_s=args.duration, quiet=args.quiet, mqtt=mqtt, http=args.http)
-    )
+    return asyncio.run(_foreground(session, console, duration=args, quiet=args.quiet, mqtt=mqtt, http=args.http))
+
+
+def planned_duration(prepared: PreparedTest, time_scale: float) -> str:
+    """``planned: about 8 h 10 min of bench time (1 h 38 min of wall clock at ×5)`` before a test starts."""
+    eta = PlanEta.of_plan(prepared.plan, prepared.target.capacity_ah)
+    if eta is None or eta.planned_s is None:
+        return (
+            "planned: no estimate (a step ends only on a condition whose time cannot be foreseen; see docs/profiles.md)"
+        )
+    text = f"planned: about {format_duration(eta.planned_s)} of bench time"
+    if time_scale != 1.0:
+        text += f" ({format_duration(eta.planned_s / time_scale)} of wall clock at ×{time_scale:g})"
+    return text
 
 
 async def _foreground(
     session: TestSession,
     console: Console,
     *,
-    duration_s: float | None,
+    duration: argparse.Namespace,
     quiet: bool,
     mqtt: MqttCommandListener | None = None,
     http: str | None = None,
@@ -202,6 +214,7 @@ async def _foreground(
             f"--journal {journal}",
             highlight=False,
         )
+        console.print(planned_duration(session.prepared, session.bench.clock.time_scale), highlight=False)
     loop = asyncio.get_running_loop()
     interrupts = 0
 
@@ -215,11 +228,12 @@ async def _foreground(
 
     for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
         loop.add_signal_handler(sig, on_signal, name)
-    if duration_s is not None:
+    wait, done = duration_wait(duration, session.bench.clock)
+    if wait is not None:
 
         async def stop_after() -> None:
-            await session.bench.clock.sleep(duration_s)
-            runner.request_exit(f"--duration {duration_s:g} s reached")
+            await wait()
+            runner.request_exit(done)
 
         session.bench.add_task(stop_after(), "test:duration")
     outcome: Outcome | None = None
@@ -399,7 +413,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def status_lines(reader: JournalReader, stored: StoredTest) -> list[str]:
     run, test, state = stored.run, stored.test, stored.state
-    started = datetime.fromtimestamp(run.started_ns / NS, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    times = run_times(run.started_ns, run.ended_ns, run.metadata)  # wall clock, bench time beside it
+    started = datetime.fromtimestamp(times.wall_started_ns / NS, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if note := times.bench_note():
+        started += f", {note}"
     who = ", ".join(
         f"{k.replace('_', ' ')} {test[k]}" for k in ("operator", "pack_serial") if test.get(k)
     )  # fmt: skip

@@ -116,7 +116,9 @@ def load_bench(path: str | Path) -> LoadedBench:
     try:
         config = BenchConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path), data)) from exc
+        raise ConfigError(
+            format_validation_error(exc, str(path), data, model=BenchConfig, hint="see: daq schema")
+        ) from exc
     loaded = LoadedBench(config, path)
     problems: list[str] = []
     for i, dev in enumerate(config.devices):

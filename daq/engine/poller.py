@@ -5,6 +5,8 @@ finished), so periods never drift. The first poll runs at once; after it each de
 is shifted by a phase within one period, fixed per device name, so many devices on the same
 period do not all wake in the same instant and queue behind each other (at 200 devices that
 queue was the poll-start jitter: see docs/benchmarks.md). A poll that overruns skips the missed slots and counts them.
+The phase shortens the first gap rather than lengthening it, so no gap exceeds one period (a
+device polled every 5 s with a 5 s data-age limit must not see a 9 s gap after its first poll).
 A device that fails is marked in its records (quality per value), retried, and reconnected with
 jittered exponential backoff; it never delays another device because each has its own task.
 While a device is unreachable the engine still emits one record per period with quality
@@ -168,8 +170,14 @@ class DevicePoller:
                     stats.good_polls += 1
                 self.on_record(Record(schema, t_ns, values, bytes(quality)))
                 period = self.period_s  # re-read: the runner sets each step's record period
-                deadline += period + phase
-                phase = 0.0
+                if phase > 0:
+                    # The phase moves the second poll earlier, never later: no gap between two
+                    # polls exceeds the period, so the data-age limit sees at most one period.
+                    # (If the first poll outlasted the phase, the second one starts at once.)
+                    deadline += phase
+                    phase = 0.0
+                    continue
+                deadline += period
                 now = clock.monotonic()
                 if now > deadline:
                     skipped = math.ceil((now - deadline) / period)

@@ -49,6 +49,7 @@ from daq.export.table import RunTable
 from daq.export.writers import ExportError, atomic_path
 from daq.journal import JournalReader, RunInfo
 from daq.records import DeviceSchema, Record
+from daq.timebase import time_description, timebase_of
 
 TEST_TIME = "Test Time / s"
 VOLTAGE_COL = "Voltage / V"
@@ -202,14 +203,17 @@ def iso_utc(ns: int | None) -> str | None:
 
 def run_description(run: RunInfo, schemas: list[DeviceSchema], journal: Path) -> dict[str, Any]:
     """Run and device metadata shared by every export's sidecar."""
+    times = time_description(run.started_ns, run.ended_ns, run.metadata)
     return {
         "run": {
             "run_id": run.run_id,
             "bench_id": run.bench_id,
             "status": run.status,
             "reason": run.reason,
-            "started_utc": iso_utc(run.started_ns),
-            "ended_utc": iso_utc(run.ended_ns),
+            # wall clock; for a simulated bench the bench time and time scale are in "time"
+            "started_utc": iso_utc(times["started_wall_ns"]),
+            "ended_utc": iso_utc(times["ended_wall_ns"]),
+            "time": times,
             "config_hash": run.config_hash,
             "metadata": run.metadata,
         },
@@ -275,6 +279,7 @@ def build_bdf_table(
         )
 
     t0 = min(run.started_ns, rows[0].t_ns)
+    timebase = timebase_of(run.metadata)  # Unix Time: when it happened; Test Time: bench seconds
     max_age = [asof.max_age_ns(src.device, aux_max_age_s) for src in joined]
     columns = [TEST_TIME, UNIX_TIME, VOLTAGE_COL, CURRENT_COL, POWER_COL, CYCLE_COUNT, STEP_INDEX, STEP_COUNT]
     columns += CAPACITY_COLUMNS + [src.label for src in joined]
@@ -295,7 +300,7 @@ def build_bdf_table(
             count, index = step_count, r.step
         cyc, stp, tot = counter.cycle, counter.step, counter.total
         d[TEST_TIME].append((r.t_ns - t0) / 1e9)
-        d[UNIX_TIME].append(r.t_ns / 1e9)
+        d[UNIX_TIME].append(timebase.unix_s(r.t_ns))
         d[VOLTAGE_COL].append(r.volts)
         d[CURRENT_COL].append(r.amps)
         d[POWER_COL].append(r.watts if r.watts is not None else r.volts * r.amps)

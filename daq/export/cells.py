@@ -37,6 +37,7 @@ from daq.export.table import RunTable
 from daq.export.writers import atomic_path
 from daq.journal import JournalEvent, JournalReader, RunInfo
 from daq.records import DeviceSchema, Record
+from daq.timebase import timebase_of
 
 COLUMNS = [
     ("Test Time / s", "s"),
@@ -149,6 +150,7 @@ def build_cell_table(
     table = RunTable([c for c, _ in COLUMNS], [u for _, u in COLUMNS], {c: [] for c, _ in COLUMNS})
     cols = [table.data[c] for c, _ in COLUMNS]
     t0: int | None = None
+    timebase = timebase_of(run.metadata)  # Unix Time: when it happened; Test Time: bench seconds
     polls = 0
     for rec in reader.iter_run_records(run.run_id, start_ns=start_ns, end_ns=end_ns, devices=list(layouts)):
         lay = layouts[rec.schema.device]
@@ -158,7 +160,7 @@ def build_cell_table(
         cell_alarms = alarms.cell_levels(rec.schema.device)
         mask = _good(rec, lay.balance)
         level = _good(rec, lay.alarm_level)
-        head = ((rec.t_ns - t0) / 1e9, rec.t_ns / 1e9, rec.cycle, rec.step, rec.schema.device)
+        head = ((rec.t_ns - t0) / 1e9, timebase.unix_s(rec.t_ns), rec.cycle, rec.step, rec.schema.device)
         for n in range(1, lay.cells + 1):
             balancing = None if mask is None or n > 32 else (int(mask) >> (n - 1)) & 1
             row = (

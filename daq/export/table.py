@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from daq.journal import JournalReader
 from daq.records import Quality
+from daq.timebase import timebase_of
 
 
 @dataclass
@@ -65,10 +66,11 @@ def build_run_table(
     data = table.data
     value_cols = columns[len(TIME_COLUMNS) :]
     t0: int | None = None
+    timebase = timebase_of(reader.run(run_id).metadata)  # unix_time_s: when it happened; test_time_s: bench
     for rec in reader.iter_run_records(run_id, start_ns=start_ns, end_ns=end_ns, devices=[s.device for s in schemas]):
         if t0 is None:
             t0 = rec.t_ns
-        data["unix_time_s"].append(rec.t_ns / 1e9)
+        data["unix_time_s"].append(timebase.unix_s(rec.t_ns))
         data["test_time_s"].append((rec.t_ns - t0) / 1e9)
         data["run_id"].append(rec.run_id)
         data["step"].append(rec.step)

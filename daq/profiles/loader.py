@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import math
 import re
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from daq.config.errors import unknown_key_message
 from daq.config.yamlfile import read_config_text, read_yaml_mapping
 from daq.errors import ConfigError
 from daq.profiles.model import (
@@ -267,8 +267,7 @@ def _one_line(path: tuple[Any, ...], errors: list[dict[str, Any]], model: type[B
     field = ".".join(str(p) for p in path)
     first = errors[0]
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(_fields_at(model, path[:-1])) or "(none)"
-        return f"unknown field {field!r}; remove it or use one of: {allowed}"
+        return f"{field}: {unknown_key_message(model, path)}"
     if first["type"] == "missing":
         return f"{field!r} is missing; add it"
     if first["type"] == "value_error":
@@ -281,25 +280,6 @@ def _one_line(path: tuple[Any, ...], errors: list[dict[str, Any]], model: type[B
         if words not in expected:
             expected.append(words)
     return f"{field or 'value'} = {first['input']!r} is not valid; it should be {' or '.join(expected)}"
-
-
-def _fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
-    current: type[BaseModel] | None = model
-    for part in path:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
-            return []
-        current = _model_in(current.model_fields[part].annotation)
-    return [name for name in current.model_fields if name != "kind"] if current else []
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if get_origin(annotation) in (Union, types.UnionType):
-        for arg in get_args(annotation):
-            if found := _model_in(arg):
-                return found
-    return None
 
 
 # --- validation against a bench ----------------------------------------------------------------

@@ -21,6 +21,7 @@ from daq import __version__
 from daq.channels import CURRENT, VOLTAGE
 from daq.report.data import RunData, flat_metadata
 from daq.report.plots import ReportFigure
+from daq.timebase import run_times
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;color:#1d1d1f;background:#f4f5f7}
@@ -115,6 +116,8 @@ def _metadata(data: RunData, limits_name: str | None) -> str:
     run, meta = data.run, flat_metadata(data.run.metadata)
     checked = limits_name or (data.check.limits_name if data.check is not None else None)
     limit_set = escape(checked) if checked else _meta_value(meta, "limit_set", "limits")
+    times = run_times(run.started_ns, run.ended_ns, run.metadata)  # wall clock, with bench time beside it
+    sim = times.time_scale != 1.0
     rows = [
         ("Pack", _meta_value(meta, "pack_serial", "pack", "pack_id", "dut")),
         ("Operator", _meta_value(meta, "operator", "user")),
@@ -124,9 +127,9 @@ def _metadata(data: RunData, limits_name: str | None) -> str:
         ("Bench", escape(run.bench_id)),
         ("Run", escape(run.run_id)),
         ("Status", escape(run.status + (f" ({run.reason})" if run.reason else ""))),
-        ("Started", _utc(run.started_ns)),
-        ("Ended", _utc(run.ended_ns) if run.ended_ns else "still running"),
-        ("Duration recorded", _duration(data.duration_s)),
+        ("Started", _utc(times.wall_started_ns)),
+        ("Ended", _utc(times.wall_ended_ns) if times.wall_ended_ns else "still running"),
+        ("Duration recorded", _duration(data.duration_s) + (f" of bench time at ×{times.time_scale:g}" if sim else "")),
         ("Recorded with", "daq " + _meta_value(meta, "software_version")),
         ("Config hash", escape(run.config_hash) or "<i>not recorded</i>"),
         ("Journal", escape(str(data.journal))),
@@ -170,7 +173,7 @@ def _cards(data: RunData) -> str:
     ]  # fmt: skip
     temps = [t for t in temps if not np.isnan(t).all()]
     if temps:
-        cards.append(("max temperature", f"{max(float(np.nanmax(t)) for t in temps):.1f} °C"))
+        cards.append(("max temperature", f"{max(float(np.nanmax(t)) for t in temps):.1f} degC"))
     for ser in data.bms:
         block = ser.values[:, ser.cell_columns()]
         ok = ~np.isnan(block).all(axis=1)
@@ -201,7 +204,7 @@ def _cycle_table(data: RunData) -> str:
     ]  # fmt: skip
     header = [
         "cycle", "charged / Ah", "discharged / Ah", "charged / Wh", "discharged / Wh", "coulombic eff. / %",
-        "energy eff. / %", "retention / %", "end of charge / V", "end of discharge / V", "max temp. / °C",
+        "energy eff. / %", "retention / %", "end of charge / V", "end of discharge / V", "max temp. / degC",
     ]  # fmt: skip
     return f"<p class='sub'>Source: {escape(data.cycles_source)}.</p>" + _table(header, rows, set(range(11)))
 
@@ -288,12 +291,13 @@ def render(data: RunData, figures: list[ReportFigure], *, limits_name: str | Non
         for f in figures
     )
     generated = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    started = _utc(run_times(run.started_ns, run.ended_ns, run.metadata).wall_started_ns)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Test report {escape(run.run_id)}</title><style>{_CSS}</style><script>{_SCRIPT}</script></head>
 <body><main>
 <h1>Test report: {escape(run.run_id)}</h1>
-<p class="sub">Bench {escape(run.bench_id)} · {_utc(run.started_ns)} · {escape(run.status)}</p>
+<p class="sub">Bench {escape(run.bench_id)} · {started} · {escape(run.status)}</p>
 {_verdict(data)}{banners}
 <h2>Run</h2>{_metadata(data, limits_name)}
 <h2>Summary</h2>{_cards(data)}

@@ -191,7 +191,7 @@ def overview(data: RunData) -> ReportFigure:
     for ax, quantity, ylabel in (
         (v_ax, "voltage", "pack voltage / V"),
         (i_ax, "current", "current / A (+ = charge)"),
-        (t_ax, "temperature", "temperature / °C"),
+        (t_ax, "temperature", "temperature / degC"),
     ):
         _finish(ax, ylabel)
         _shade(ax, _spans_for(data, quantity), axis, data.duration_s)

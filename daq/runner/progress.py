@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from daq.channels import current_direction
 from daq.profiles import CycleMetrics, Plan
 
 _MAX_WALK_STEPS = 200_000
@@ -47,6 +48,8 @@ class Progress:
     step_ah: float = 0.0
     alarms: list[str] = field(default_factory=list)
     reason: str = ""
+    step_eta_s: float | None = None  # what is left of the running step (daq.runner.eta)
+    time_scale: float = 1.0  # of the bench clock: a simulated bench shows the test ETA on the wall clock too
 
 
 def estimate_remaining_s(
@@ -58,6 +61,18 @@ def estimate_remaining_s(
     recent = cycle_durations_s[-10:]  # cycles slow down as the pack ages; weigh the recent ones
     mean = sum(recent) / len(recent)
     return max(0.0, mean - cycle_elapsed_s) + mean * max(0, total_cycles - cycle)
+
+
+def _test_eta(p: Progress) -> str:
+    """Bench time; on a simulated bench also the wall-clock time it will take (``00:04:20 = 52 s wall``)."""
+    text = hms(p.eta_s)
+    if p.time_scale != 1.0 and p.eta_s is not None and math.isfinite(p.eta_s):
+        text += f" = {hms(p.eta_s / p.time_scale)} wall"
+    return text
+
+
+def _direction(current_a: float) -> str:
+    return current_direction(current_a) if math.isfinite(current_a) else ""
 
 
 def hms(seconds: float | None) -> str:
@@ -76,10 +91,10 @@ def progress_lines(p: Progress) -> list[str]:
     steps = f"step {p.step}" + (f" of {p.total_steps}" if p.total_steps else "")
     lines = [
         f"{p.phase.upper()} · {cycle} · {steps}: {p.number} {p.label}",
-        f"step time {hms(p.step_elapsed_s)} · test time {hms(p.test_time_s)} · ETA {hms(p.eta_s)}",
+        f"step {hms(p.step_elapsed_s)}, ETA {hms(p.step_eta_s)} · test {hms(p.test_time_s)}, ETA {_test_eta(p)}",
     ]
     if math.isfinite(p.voltage_v):
-        lines[-1] += f" · {p.voltage_v:.3f} V {p.current_a:+.2f} A {p.step_ah:+.3f} Ah"
+        lines.append(f"{p.voltage_v:.3f} V {p.current_a:+.2f} A {_direction(p.current_a)} · step {p.step_ah:+.3f} Ah")
     if p.reason:
         lines.append(p.reason)
     lines += [f"ALARM: {alarm}" for alarm in p.alarms]
@@ -95,11 +110,12 @@ def progress_text(p: Progress) -> str:
         cycle,
         f"{steps} ({p.number} {p.label})",
         f"step time {hms(p.step_elapsed_s)}",
+        f"step ETA {hms(p.step_eta_s)}",
         f"test time {hms(p.test_time_s)}",
-        f"ETA {hms(p.eta_s)}",
+        f"ETA {_test_eta(p)}",
     ]
     if math.isfinite(p.voltage_v):
-        parts.append(f"{p.voltage_v:.3f} V {p.current_a:+.2f} A {p.step_ah:+.3f} Ah")
+        parts.append(f"{p.voltage_v:.3f} V {p.current_a:+.2f} A {_direction(p.current_a)} {p.step_ah:+.3f} Ah")
     line = " · ".join(parts)
     if p.reason:
         line += f" · {p.reason}"

@@ -39,6 +39,7 @@ from daq.profiles import Plan
 from daq.runner.base import ActiveStep, Outcome, SafetyTripped
 from daq.runner.control import OperatorCommand, process_identity
 from daq.runner.end_conditions import EndConditions
+from daq.runner.eta import EtaTracker, step_measure
 from daq.runner.integrator import SampleIntegrator
 from daq.runner.operator_control import OperatorControl
 from daq.runner.progress import PlanSize, Progress, estimate_remaining_s, plan_size
@@ -77,6 +78,7 @@ class TestRunner(StepExecution, EndConditions, OperatorControl, Resume):
         self.summaries: list[dict[str, Any]] = list(resume.summaries) if resume else []
         self.size: PlanSize = plan_size(plan)
         self.alarms: list[str] = []
+        self._eta = EtaTracker(plan, target.capacity_ah)  # step and test ETA for the live view
 
         self._resume = resume
         state = resume.state if resume else None
@@ -256,6 +258,7 @@ class TestRunner(StepExecution, EndConditions, OperatorControl, Resume):
             "step_elapsed_s": round(p.step_elapsed_s, 1),
             "test_time_s": round(p.test_time_s, 1),
             "eta_s": None if p.eta_s is None else round(p.eta_s),
+            "step_eta_s": None if p.step_eta_s is None else round(p.step_eta_s),
             "voltage_v": _finite(p.voltage_v),
             "current_a": _finite(p.current_a),
             "step_ah": p.step_ah,
@@ -283,6 +286,18 @@ class TestRunner(StepExecution, EndConditions, OperatorControl, Resume):
         if callable(active_alarms):
             with contextlib.suppress(Exception):
                 alarms += [getattr(a, "message", str(a)) for a in active_alarms()]
+        measured_eta = estimate_remaining_s(
+            cycle=cycle, total_cycles=self.size.cycles, cycle_durations_s=durations, cycle_elapsed_s=cycle_elapsed
+        )
+        step_eta, test_eta = (
+            self._eta.estimate(
+                active.number,
+                active.item.resolved,
+                step_measure(step_elapsed, active.current_a, active.voltage_v, active.totals, self.bench.latest),
+            )
+            if active is not None
+            else (None, None)
+        )
         return Progress(
             phase=self.phase,
             cycle=cycle,
@@ -293,14 +308,9 @@ class TestRunner(StepExecution, EndConditions, OperatorControl, Resume):
             label=active.progress.label if active is not None else "",
             step_elapsed_s=step_elapsed,
             test_time_s=self._test_time_s + step_elapsed,
-            eta_s=estimate_remaining_s(
-                cycle=cycle,
-                total_cycles=self.size.cycles,
-                cycle_durations_s=durations,
-                cycle_elapsed_s=cycle_elapsed,
-            )
-            if self.phase in (RUNNING, PAUSED)
-            else 0.0,
+            eta_s=(measured_eta if measured_eta is not None else test_eta) if self.phase in (RUNNING, PAUSED) else 0.0,
+            step_eta_s=step_eta if self.phase in (RUNNING, PAUSED) else 0.0,
+            time_scale=self.clock.time_scale,
             voltage_v=active.voltage_v if active is not None else math.nan,
             current_a=active.current_a if active is not None else math.nan,
             step_ah=active.totals.net_ah if active is not None else 0.0,

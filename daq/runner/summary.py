@@ -167,7 +167,7 @@ def format_summary_table(summaries: list[dict[str, Any]]) -> list[str]:
 
     lines = [
         f"{'cycle':>5} {'chg Ah':>8} {'dis Ah':>8} {'chg Wh':>9} {'dis Wh':>9} {'CE %':>6} {'EE %':>6} "
-        f"{'Tmax °C':>7} {'EoC V':>7} {'EoD V':>7}"
+        f"{'Tmax degC':>9} {'EoC V':>7} {'EoD V':>7}"
     ]
     for s in summaries:
         ce = None if s.get("coulombic_efficiency") is None else 100 * s["coulombic_efficiency"]
@@ -175,7 +175,7 @@ def format_summary_table(summaries: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"{s['cycle']:>5} {f(s['charge_ah'], '8.3f')} {f(s['discharge_ah'], '8.3f')} "
             f"{f(s['charge_wh'], '9.1f')} {f(s['discharge_wh'], '9.1f')} {f(ce, '6.1f')} {f(ee, '6.1f')} "
-            f"{f(s.get('max_temperature_c'), '7.1f')} {f(s.get('end_of_charge_v'), '7.2f')} "
+            f"{f(s.get('max_temperature_c'), '9.1f')} {f(s.get('end_of_charge_v'), '7.2f')} "
             f"{f(s.get('end_of_discharge_v'), '7.2f')}"
         )
     return lines

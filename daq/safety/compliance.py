@@ -167,12 +167,19 @@ def _context(spans: list[tuple[int, int, str]], t_ns: int) -> StepContext:
     return StepContext(step, label)
 
 
-def format_table(result: CheckResult) -> str:
-    """Human-readable report: one row per excursion, then the verdict and its rule."""
-    lines = [
-        f"limits: {result.limits_name or '(unnamed)'}   records: {result.records}   "
-        f"run start: {_iso(result.start_ns)}   duration: {_num((result.end_ns - result.start_ns) / 1e9)} s"
-    ]
+def format_table(result: CheckResult, *, wall_start_ns: int | None = None, time_scale: float = 1.0) -> str:
+    """Human-readable report: one row per excursion, then the verdict and its rule.
+
+    ``wall_start_ns``: when the data began on the wall clock, for a simulated run whose record
+    times are bench time (``time_scale`` > 1); excursion times stay bench seconds since then.
+    """
+    duration = _num((result.end_ns - result.start_ns) / 1e9)
+    if time_scale != 1.0:
+        start = _iso(result.start_ns if wall_start_ns is None else wall_start_ns)
+        when = f"data start: {start} (wall clock)   duration: {duration} s of bench time at ×{time_scale:g}"
+    else:
+        when = f"data start: {_iso(result.start_ns)}   duration: {duration} s"
+    lines = [f"limits: {result.limits_name or '(unnamed)'}   records: {result.records}   {when}"]
     if result.excursions:
         header = ("level", "limit", "device", "channel", "start_s", "end_s", "dur_s", "peak", "threshold", "unit")
         header += ("step", "step_limits")

@@ -28,13 +28,13 @@ Which channels each limit watches:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from daq.config.errors import unknown_key_message
 from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError
 from daq.resources import locate
@@ -330,24 +330,13 @@ def _looser_policy(path: str, old: SensorFaultPolicy, new: SensorFaultPolicy) ->
     return problems
 
 
-def _field_vocabulary() -> list[str]:
-    names: set[str] = set()
-    for model in (LimitSet, UpperLimit, RateLimit, CurrentMismatchLimit, SensorFaultPolicy):
-        names.update(model.model_fields)
-    return sorted(names)
-
-
 def _validation_problems(exc: ValidationError, *, prefix: str = "") -> list[str]:
     problems: list[str] = []
     for err in exc.errors():
         path = prefix + ".".join(str(part) for part in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            unknown = str(err["loc"][-1])
-            msg = "unknown field"
-            close = difflib.get_close_matches(unknown, _field_vocabulary(), n=1)
-            if close:
-                msg += f" (did you mean {close[0]!r}?)"
+            msg = unknown_key_message(LimitSet, tuple(err["loc"]))
         if not path:
             problems.extend(msg.splitlines())
             continue

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from daq.channels import canonical_unit
 from daq.config.errors import format_validation_error
 from daq.config.yamlfile import read_yaml_mapping
 from daq.errors import ConfigError, SetpointRangeError
@@ -66,6 +67,11 @@ class RegisterSpec(BaseModel):
     bits: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Annotated[int, Field(ge=0, le=63)]] | None = None
     poll: bool = True
     invalid: list[int] = Field(default_factory=list)  # raw sentinel values, e.g. an open thermistor
+
+    @field_validator("unit")
+    @classmethod
+    def _one_spelling(cls, unit: str) -> str:
+        return canonical_unit(unit)  # a degree-sign C or plain "C" in a vendor map: degC in every table and export
 
     @model_validator(mode="after")
     def _consistent(self) -> RegisterSpec:
@@ -303,7 +309,7 @@ def load_regmap(path: str | Path) -> RegisterMap:
     try:
         spec = RegisterMapFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path), data)) from exc
+        raise ConfigError(format_validation_error(exc, str(path), data, model=RegisterMapFile)) from exc
     return RegisterMap(spec, source=str(path))
 
 

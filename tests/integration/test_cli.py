@@ -126,7 +126,7 @@ def test_run_then_export_csv_and_parquet(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     path = sim_bench(tmp_path, time_scale=10, poll_period_s=1.0)
-    result = daq("run", str(path), "--duration", "20s", "--quiet", cwd=tmp_path)
+    result = daq("run", str(path), "--bench-duration", "20s", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     journal = str(tmp_path / "journal.sqlite")
     runs = daq("runs", "--journal", journal)

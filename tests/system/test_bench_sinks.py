@@ -71,6 +71,7 @@ async def test_bench_delivers_every_record_to_mqtt_influx_v1_and_v2(
         await wait_until(lambda: want <= collector.data_keys(), timeout=30, what="every record on MQTT")
         rows = influxdb_v1.select('SELECT * FROM "cycler"', db="battery")
         assert want <= {(r["device"], r["time"]) for r in rows}
+
         def vm_keys() -> set[tuple[str, int]]:
             keys: set[tuple[str, int]] = set()
             for series in vm.export('{__name__="cycler_voltage_v"}'):

@@ -283,10 +283,10 @@ def test_form_errors_are_collected_one_line_each(tmp_path: Path) -> None:
     expected = [
         f"{path}: step 1 (cc): both current_a and c_rate are set; keep one",
         f"{path}: step 2 (zap): unknown kind 'zap'; use kind: one of rest, cc,",
-        f"{path}: step 3 (rest): unknown field 'duraton_s'; remove it or use one of: label, tags,",
-        f"{path}: step 4 (cc): unknown field 'until.voltage_abov_v'; remove it or use one of: voltage_above_v,",
+        f"{path}: step 3 (rest): duraton_s: unknown key; check the spelling (did you mean 'duration_s'?)",
+        f"{path}: step 4 (cc): until.voltage_abov_v: unknown key; check the spelling (did you mean 'voltage_above_v'?)",
         f"{path}: step 5: 42 is neither a phrase nor a mapping;",
-        f"{path}: unknown field 'colour'; remove it or use one of: name, description,",
+        f"{path}: colour: unknown key; check the spelling; allowed: name, description,",
         f"{path}: voltage_basis = 'module' is not valid; it should be 'cell' or 'pack'",
     ]
     for start in expected:
