@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.errors import JournalError
+from daq.journal_ring import DEFAULT_CAPACITY, CommittedRing
 from daq.records import Channel, DeviceSchema, Record
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ class Journal:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
         self._error: BaseException | None = None
         self.records_written = 0
+        # Committed records for readers in this process (the sinks' live path); None until asked for.
+        self.ring: CommittedRing | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -308,6 +311,17 @@ class Journal:
             with self._lock:
                 self._waiters = [w for w in self._waiters if w[1] is not fut]
 
+    def live_ring(self, capacity: int = DEFAULT_CAPACITY) -> CommittedRing:
+        """The ring every commit hands its records to from now on (created on first use).
+
+        Records committed before it existed are only in the journal: a reader whose cursor is
+        behind ``ring.first_seq`` reads them back from SQLite.
+        """
+        with self._lock:
+            if self.ring is None:
+                self.ring = CommittedRing(capacity, next_seq=self._committed_record_seq + 1)
+            return self.ring
+
     # -- writer thread -------------------------------------------------------------------------
     def _require_conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -319,6 +333,7 @@ class Journal:
         stop = False
         # Rows survive a failed commit (disk full, I/O error) and are retried with the next one.
         rows: list[tuple[int, int, int, int, bytes, bytes]] = []
+        records: list[Record] = []  # the rows' records, for the live ring
         events: list[tuple[str, int, str, str]] = []
         values: dict[tuple[str, str], str] = {}  # latest wins
         while not stop:
@@ -354,6 +369,7 @@ class Journal:
                             rec.quality,
                         )
                     )
+                    records.append(rec)
                 elif tag == "e":
                     events.append(payload)
                 elif tag == "k":
@@ -362,8 +378,8 @@ class Journal:
                 else:
                     flushes.append(payload)
                     break
-            if (rows or events or values) and self._commit(conn, rows, events, values):
-                rows, events, values = [], [], {}
+            if (rows or events or values) and self._commit(conn, rows, events, values, records):
+                rows, events, values, records = [], [], {}, []
             for done in flushes:
                 done.set()
 
@@ -373,10 +389,12 @@ class Journal:
         rows: list[tuple[int, int, int, int, bytes, bytes]],
         events: list[tuple[str, int, str, str]],
         values: dict[tuple[str, str], str],
+        records: list[Record] | None = None,
     ) -> bool:
         try:
             with self._lock:
                 conn.execute("BEGIN")
+                before = conn.execute("SELECT COALESCE(MAX(seq),0) FROM records").fetchone()[0]
                 if rows:
                     conn.executemany(
                         "INSERT INTO records (device_id, t_ns, step, cycle, vals, qual) VALUES (?, ?, ?, ?, ?, ?)",
@@ -403,6 +421,14 @@ class Journal:
             return False
         self._error = None
         self.records_written += len(rows)
+        ring = self.ring
+        if ring is not None and rows:
+            # Offered only now that they are durable; the seqs are contiguous when nothing else
+            # inserted meanwhile (this thread is the only writer of records), else nobody can tell.
+            if records is not None and len(records) == len(rows) and last - before == len(rows):
+                ring.extend(before + 1, records)
+            else:
+                ring.reset(last + 1)
         self._committed_record_seq = last
         self._committed_event_seq = last_ev
         with self._lock:

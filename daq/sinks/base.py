@@ -27,6 +27,8 @@ from daq.journal import JournalReader
 if TYPE_CHECKING:
     from daq.clock import Clock
     from daq.journal import Journal
+    from daq.journal_ring import CommittedRing
+    from daq.records import Record
 
 T = TypeVar("T")
 
@@ -190,15 +192,48 @@ class JournalFeed:
 
     With the bench's ``Journal`` writer at hand it wakes as soon as records commit; otherwise (a
     sink in another process) it polls every ``idle_poll_s``.
+
+    ``live=True`` (with the writer at hand) serves ``records_after`` from the writer's ring of
+    committed records while the sink keeps up, and reads back from SQLite only what the ring no
+    longer (or never) held: the backlog after an outage or a restart. A sink that reads through
+    ``reader.records_after`` itself keeps working as before.
     """
 
-    def __init__(self, path: Path, *, writer: Journal | None = None, idle_poll_s: float = 0.25) -> None:
+    def __init__(
+        self, path: Path, *, writer: Journal | None = None, idle_poll_s: float = 0.25, live: bool = False
+    ) -> None:
         self.path = path
         self.writer = writer
         self.idle_poll_s = idle_poll_s
         self.reader: JournalReader | None = None
         self._inflight: concurrent.futures.Future[Any] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.ring: CommittedRing | None = writer.live_ring() if live and writer is not None else None
+        self.live_records = 0  # records served from the ring
+        self.replayed_records = 0  # records read back from the journal
+
+    def records_after(self, after_seq: int, limit: int) -> list[Record]:
+        """Worker thread: up to ``limit`` committed records after ``after_seq``, in seq order."""
+        if self.ring is not None:
+            live = self.ring.after(after_seq, limit)
+            if live is not None:
+                self.live_records += len(live)
+                return live
+        assert self.reader is not None
+        records = self.reader.records_after(after_seq, limit)
+        self.replayed_records += len(records)
+        return records
+
+    def counters(self) -> dict[str, int]:
+        """Where the records came from: the live ring or a read-back (replay) from the journal."""
+        return {"live_records": self.live_records, "replayed_records": self.replayed_records}
+
+    def last_record_seq(self) -> int:
+        """Worker thread: the newest committed record seq (the writer knows it without a query)."""
+        if self.writer is not None:
+            return self.writer.committed_record_seq
+        assert self.reader is not None
+        return self.reader.last_record_seq()
 
     async def open(self) -> JournalReader:
         if self.reader is None:

@@ -117,7 +117,7 @@ class InfluxSink:
             bench_id, step_cycle_tags=config.step_cycle_tags, events_measurement=config.events_measurement
         )
         self._cursor_name, self._event_cursor_name = cursor_names(config.name)
-        self._feed = JournalFeed(Path(journal_path), writer=journal)
+        self._feed = JournalFeed(Path(journal_path), writer=journal, live=True)
         self._rejections = RejectionLog(Path(journal_path), writer=journal)
         b = config.backoff
         self._backoff = Backoff(initial_s=b.initial_s, max_s=b.max_s, multiplier=b.multiplier, jitter=b.jitter, rng=rng)
@@ -141,9 +141,10 @@ class InfluxSink:
     # -- public ----------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
-        return self._metrics.snapshot(
+        snapshot = self._metrics.snapshot(
             now_ns=self._clock.wall_ns(), rate=self._rate.rate(), journal_seq=self._feed.newest_committed()
         )
+        return {**snapshot, **self._feed.counters()}
 
     async def run(self) -> None:
         """Forward forever; retry with jittered backoff; cancel to stop."""
@@ -192,11 +193,11 @@ class InfluxSink:
         enc = self._encoder
         items = [
             _Item(RECORD, r.seq, enc.record_line(r), r.t_ns, r.run_id, r.schema.device)
-            for r in reader.records_after(record_after, room)
+            for r in self._feed.records_after(record_after, room)
         ]
         events = reader.events_after(event_after, EVENT_BATCH)
         items += [_Item(EVENT, e.seq, enc.event_line(e), e.t_ns, e.run_id, e.kind) for e in events]
-        newest = reader.last_record_seq()
+        newest = self._feed.last_record_seq()
         records = [i for i in items if i.stream == RECORD]
         return (
             items,
