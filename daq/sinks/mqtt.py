@@ -29,6 +29,7 @@ from daq.errors import JournalError, SinkError
 from daq.sinks.backoff import Backoff
 from daq.sinks.base import ErrorReporter, JournalFeed, RateMeter, SinkMetrics, cursor_names, error_text, iso_ns
 from daq.sinks.credentials import Secret, client_ssl_context, read_optional_secret
+from daq.sinks.mqtt_acks import PubackTracker
 from daq.sinks.mqtt_payload import (
     OFFLINE,
     ONLINE,
@@ -107,7 +108,7 @@ class MqttSink:
         self._topics = MqttTopics(config.topic_prefix, bench_id)
         self._payloads = RecordPayloads(bench_id)
         self._cursor_name, self._event_cursor_name = cursor_names(config.name)
-        self._feed = JournalFeed(Path(journal_path), writer=journal)
+        self._feed = JournalFeed(Path(journal_path), writer=journal, live=True)
         b = config.backoff
         self._backoff = Backoff(initial_s=b.initial_s, max_s=b.max_s, multiplier=b.multiplier, jitter=b.jitter, rng=rng)
         self._metrics = SinkMetrics(name=config.name, kind=self.kind, target=self.target)
@@ -116,15 +117,17 @@ class MqttSink:
         self._alarms = ActiveAlarms()
         self._device_states: dict[str, tuple[str, int]] = {}
         self._prepared = False
+        self._acks: PubackTracker | None = None  # the connected client's ack tracking
         self._replay_until = 0
         self._replay_until_event = 0
 
     # -- public ----------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
-        return self._metrics.snapshot(
+        snapshot = self._metrics.snapshot(
             now_ns=self._clock.wall_ns(), rate=self._rate.rate(), journal_seq=self._feed.newest_committed()
         )
+        return {**snapshot, **self._feed.counters()}
 
     async def run(self) -> None:
         """Forward forever; reconnect with jittered backoff; cancel to stop (bench marked offline)."""
@@ -181,8 +184,8 @@ class MqttSink:
         """Worker thread: read the next records and build their topics and payloads."""
         reader = self._feed.reader
         assert reader is not None
-        records = reader.records_after(after_seq, limit)
-        newest = reader.last_record_seq()
+        records = self._feed.records_after(after_seq, limit)
+        newest = self._feed.last_record_seq()
         if not records:
             return _RecordBatch([], after_seq, 0, newest)
         topics, payloads = self._topics, self._payloads
@@ -226,6 +229,7 @@ class MqttSink:
         client = self._client()
         try:
             async with client:
+                self._acks = PubackTracker(client)
                 try:
                     await self._on_connected(client)
                     async with asyncio.TaskGroup() as tg:
@@ -236,6 +240,7 @@ class MqttSink:
                     await self._goodbye(client)
                     raise
         finally:
+            self._acks = None
             await _client_tasks_done(client)
 
     async def _on_connected(self, client: aiomqtt.Client) -> None:
@@ -268,13 +273,12 @@ class MqttSink:
     async def _publish_all(
         self, client: aiomqtt.Client, messages: list[tuple[str, bytes, int]], *, retain: bool = False
     ) -> None:
-        """Publish back to back (in order: each task calls paho in creation order) and await every ack."""
+        """Publish back to back, in order, and return once every ack is in (``PubackTracker``)."""
         if not messages:
             return
-        timeout = self.config.ack_timeout_s
-        async with asyncio.TaskGroup() as tg:
-            for topic, payload, qos in messages:
-                tg.create_task(client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout))
+        if self._acks is None:
+            raise SinkError(f"not connected to {self.target}")
+        await self._acks.publish_batch(messages, retain=retain, timeout_s=self.config.ack_timeout_s)
 
     async def _forward(self, client: aiomqtt.Client) -> None:
         reader = self._feed.reader
