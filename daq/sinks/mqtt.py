@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import random
 
     from daq.journal import Journal, JournalEvent
+    from daq.records import Record
 
 log = logging.getLogger(__name__)
 # paho's packet-level chatter (via aiomqtt) stays quiet unless asked for explicitly.
@@ -61,6 +62,7 @@ _GOODBYE_TIMEOUT_S = 2.0
 @dataclass(slots=True)
 class _RecordBatch:
     messages: list[tuple[str, bytes]]
+    records: int
     last_seq: int
     first_t_ns: int
     newest_seq: int  # the journal's newest record seq when the batch was read
@@ -187,15 +189,32 @@ class MqttSink:
         records = self._feed.records_after(after_seq, limit)
         newest = self._feed.last_record_seq()
         if not records:
-            return _RecordBatch([], after_seq, 0, newest)
+            return _RecordBatch([], 0, after_seq, 0, newest)
         topics, payloads = self._topics, self._payloads
-        messages = [
-            (topics.device_data(r.schema.device), payloads.encode(r, historical=r.seq <= replay_until)) for r in records
-        ]
+        per_message = self.config.records_per_message
+        if per_message == 1:
+            messages = [
+                (topics.device_data(r.schema.device), payloads.encode(r, historical=r.seq <= replay_until))
+                for r in records
+            ]
+        else:
+            messages = self._grouped_messages(records, per_message, replay_until)
         states: dict[str, tuple[str, int]] = {}
         for r in records:
             states[r.schema.device] = (device_state(r.quality), r.t_ns)
-        return _RecordBatch(messages, records[-1].seq, records[0].t_ns, newest, states)
+        return _RecordBatch(messages, len(records), records[-1].seq, records[0].t_ns, newest, states)
+
+    def _grouped_messages(self, records: list[Record], per_message: int, replay_until: int) -> list[tuple[str, bytes]]:
+        """``records_per_message`` > 1: a JSON array of up to N records per device, in seq order within it."""
+        by_device: dict[str, list[bytes]] = {}
+        for r in records:
+            by_device.setdefault(r.schema.device, []).append(self._payloads.encode(r, historical=r.seq <= replay_until))
+        messages = []
+        for device, encoded in by_device.items():
+            topic = self._topics.device_data(device)
+            for i in range(0, len(encoded), per_message):
+                messages.append((topic, b"[" + b",".join(encoded[i : i + per_message]) + b"]"))
+        return messages
 
     # -- broker side -----------------------------------------------------------------------------
 
@@ -308,10 +327,10 @@ class MqttSink:
         await self._publish_all(client, [(topic, payload, qos) for topic, payload in batch.messages])
         await self._feed.call(self._feed.reader.set_cursor, self._cursor_name, batch.last_seq)  # type: ignore[union-attr]
         m.cursor = batch.last_seq
-        m.delivered_records += len(batch.messages)
+        m.delivered_records += batch.records
         m.last_delivery_at = iso_ns(self._clock.wall_ns())
         m.oldest_pending_t_ns = None if m.cursor >= m.journal_seq else m.oldest_pending_t_ns
-        self._rate.add(len(batch.messages))
+        self._rate.add(batch.records)
         changed = [
             (device, state_t)
             for device, state_t in batch.device_states.items()
