@@ -168,7 +168,9 @@ class SinkSet:
     bench: Bench
     sinks: list[Any] = field(default_factory=list)
 
-    def start(self, srv: Servers, *, backoff_max_s: float = 1.0, mqtt_qos: int = 1) -> SinkSet:
+    def start(
+        self, srv: Servers, *, backoff_max_s: float = 1.0, mqtt_qos: int = 1, mqtt_options: dict[str, Any] | None = None
+    ) -> SinkSet:
         from daq.config.sinks import InfluxSinkConfig, MqttSinkConfig
         from daq.sinks import build_sink
 
@@ -181,6 +183,7 @@ class SinkSet:
                     "port": srv.mqtt_port,
                     "qos": {"data": mqtt_qos},
                     "backoff": backoff,
+                    **(mqtt_options or {}),
                 }
             ),
             InfluxSinkConfig.model_validate(
