@@ -138,6 +138,8 @@ class Journal:
         self._flush_requests: list[threading.Event] = []
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
+        # Not ``_lock``: the writer holds that for a whole commit, and the event loop must never wait for one.
+        self._waiters_lock = threading.Lock()
         self._error: BaseException | None = None
         self.records_written = 0
         # Committed records for readers in this process (the sinks' live path); None until asked for.
@@ -299,7 +301,7 @@ class Journal:
             return self._committed_record_seq
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        with self._lock:
+        with self._waiters_lock:
             self._waiters.append((loop, fut))
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the caller's cancellation
@@ -308,7 +310,7 @@ class Journal:
         except TimeoutError:
             return self._committed_record_seq
         finally:
-            with self._lock:
+            with self._waiters_lock:
                 self._waiters = [w for w in self._waiters if w[1] is not fut]
 
     def live_ring(self, capacity: int = DEFAULT_CAPACITY) -> CommittedRing:
@@ -317,7 +319,7 @@ class Journal:
         Records committed before it existed are only in the journal: a reader whose cursor is
         behind ``ring.first_seq`` reads them back from SQLite.
         """
-        with self._lock:
+        with self._waiters_lock:
             if self.ring is None:
                 self.ring = CommittedRing(capacity, next_seq=self._committed_record_seq + 1)
             return self.ring
@@ -431,7 +433,7 @@ class Journal:
                 ring.reset(last + 1)
         self._committed_record_seq = last
         self._committed_event_seq = last_ev
-        with self._lock:
+        with self._waiters_lock:
             waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut, last)

@@ -14,7 +14,7 @@ import threading
 
 from daq.records import Record
 
-DEFAULT_CAPACITY = 8192
+DEFAULT_CAPACITY = 4096
 
 
 class CommittedRing:

@@ -35,6 +35,7 @@ from daq.sinks.base import (
     RejectionLog,
     SinkMetrics,
     cursor_names,
+    encode_in_slices,
     error_text,
     iso_ns,
 )
@@ -186,19 +187,18 @@ class InfluxSink:
         except Exception as exc:  # the metrics are best effort; the next delivery try reports properly
             log.debug("sink %s: backlog refresh failed: %s", self.name, exc)
 
-    def _read(self, record_after: int, event_after: int, room: int) -> tuple[list[_Item], int, int, int]:
-        """Worker thread: the next records and events as line protocol."""
+    async def _read(self, record_after: int, event_after: int, room: int) -> tuple[list[_Item], int, int, int]:
+        """The next records (live ring or journal read-back) and events, as line protocol."""
         reader = self._feed.reader
         assert reader is not None
         enc = self._encoder
-        items = [
-            _Item(RECORD, r.seq, enc.record_line(r), r.t_ns, r.run_id, r.schema.device)
-            for r in self._feed.records_after(record_after, room)
-        ]
-        events = reader.events_after(event_after, EVENT_BATCH)
+        records = await self._feed.next_records(record_after, room)
+        items = await encode_in_slices(
+            records, lambda r: _Item(RECORD, r.seq, enc.record_line(r), r.t_ns, r.run_id, r.schema.device)
+        )
+        events = await self._feed.call(reader.events_after, event_after, EVENT_BATCH)
         items += [_Item(EVENT, e.seq, enc.event_line(e), e.t_ns, e.run_id, e.kind) for e in events]
-        newest = self._feed.last_record_seq()
-        records = [i for i in items if i.stream == RECORD]
+        newest = await self._feed.newest_record_seq()
         return (
             items,
             records[-1].seq if records else record_after,
@@ -229,8 +229,8 @@ class InfluxSink:
         items: list[_Item] = []
         deadline: float | None = None
         while True:
-            chunk, record_after, event_after, newest = await self._feed.call(
-                self._read, record_after, event_after, cfg.batch_max_records - len(items)
+            chunk, record_after, event_after, newest = await self._read(
+                record_after, event_after, cfg.batch_max_records - len(items)
             )
             m.journal_seq = max(m.journal_seq, newest)
             items += chunk

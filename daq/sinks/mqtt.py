@@ -27,7 +27,16 @@ from daq.clock import Clock, MonotonicClock
 from daq.config.sinks import MqttSinkConfig
 from daq.errors import JournalError, SinkError
 from daq.sinks.backoff import Backoff
-from daq.sinks.base import ErrorReporter, JournalFeed, RateMeter, SinkMetrics, cursor_names, error_text, iso_ns
+from daq.sinks.base import (
+    ErrorReporter,
+    JournalFeed,
+    RateMeter,
+    SinkMetrics,
+    cursor_names,
+    encode_in_slices,
+    error_text,
+    iso_ns,
+)
 from daq.sinks.credentials import Secret, client_ssl_context, read_optional_secret
 from daq.sinks.mqtt_acks import PubackTracker
 from daq.sinks.mqtt_payload import (
@@ -182,33 +191,35 @@ class MqttSink:
             if newest > self._metrics.cursor and self._metrics.oldest_pending_t_ns is None:
                 self._metrics.oldest_pending_t_ns = await self._feed.call(reader.record_t_ns, self._metrics.cursor + 1)
 
-    def _read_records(self, after_seq: int, limit: int, replay_until: int) -> _RecordBatch:
-        """Worker thread: read the next records and build their topics and payloads."""
-        reader = self._feed.reader
-        assert reader is not None
-        records = self._feed.records_after(after_seq, limit)
-        newest = self._feed.last_record_seq()
+    async def _read_records(self, after_seq: int, limit: int, replay_until: int) -> _RecordBatch:
+        """The next records (live ring or journal read-back) with their topics and payloads."""
+        records = await self._feed.next_records(after_seq, limit)
+        newest = await self._feed.newest_record_seq()
         if not records:
             return _RecordBatch([], 0, after_seq, 0, newest)
         topics, payloads = self._topics, self._payloads
         per_message = self.config.records_per_message
         if per_message == 1:
-            messages = [
-                (topics.device_data(r.schema.device), payloads.encode(r, historical=r.seq <= replay_until))
-                for r in records
-            ]
+            messages = await encode_in_slices(
+                records,
+                lambda r: (topics.device_data(r.schema.device), payloads.encode(r, historical=r.seq <= replay_until)),
+            )
         else:
-            messages = self._grouped_messages(records, per_message, replay_until)
+            messages = await self._grouped_messages(records, per_message, replay_until)
         states: dict[str, tuple[str, int]] = {}
         for r in records:
             states[r.schema.device] = (device_state(r.quality), r.t_ns)
         return _RecordBatch(messages, len(records), records[-1].seq, records[0].t_ns, newest, states)
 
-    def _grouped_messages(self, records: list[Record], per_message: int, replay_until: int) -> list[tuple[str, bytes]]:
+    async def _grouped_messages(
+        self, records: list[Record], per_message: int, replay_until: int
+    ) -> list[tuple[str, bytes]]:
         """``records_per_message`` > 1: a JSON array of up to N records per device, in seq order within it."""
+        payloads = self._payloads
+        encoded_all = await encode_in_slices(records, lambda r: payloads.encode(r, historical=r.seq <= replay_until))
         by_device: dict[str, list[bytes]] = {}
-        for r in records:
-            by_device.setdefault(r.schema.device, []).append(self._payloads.encode(r, historical=r.seq <= replay_until))
+        for r, encoded_one in zip(records, encoded_all, strict=True):
+            by_device.setdefault(r.schema.device, []).append(encoded_one)
         messages = []
         for device, encoded in by_device.items():
             topic = self._topics.device_data(device)
@@ -310,7 +321,7 @@ class MqttSink:
             if events:
                 await self._send_events(client, events)
                 progressed = True
-            batch = await self._feed.call(self._read_records, m.cursor, cfg.batch_max_records, self._replay_until)
+            batch = await self._read_records(m.cursor, cfg.batch_max_records, self._replay_until)
             m.journal_seq = max(m.journal_seq, batch.newest_seq)
             if batch.messages:
                 await self._send_records(client, batch)

@@ -22,6 +22,8 @@ import paho.mqtt.client as paho
 
 from daq.errors import SinkError
 
+PUBLISH_SLICE = 32  # messages handed to paho before the event loop gets a turn
+
 
 class _Batch:
     __slots__ = ("done", "outstanding")
@@ -67,7 +69,9 @@ class PubackTracker:
         batch = _Batch(asyncio.get_running_loop().create_future())
         publish = self._paho.publish
         try:
-            for topic, payload, qos in messages:
+            for n, (topic, payload, qos) in enumerate(messages):
+                if n and not n % PUBLISH_SLICE:
+                    await asyncio.sleep(0)  # let the pollers run: ~15 us of paho per message
                 info = publish(topic, payload, qos, retain)
                 if info.rc != paho.MQTT_ERR_SUCCESS:
                     raise SinkError(f"MQTT client refused to publish ({paho.error_string(info.rc)})")
