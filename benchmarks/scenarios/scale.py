@@ -116,7 +116,7 @@ async def _project(folder: Any, ports: list[int], values: int, srv: Any, seconds
         await asyncio.to_thread(bench.journal.flush)
         head = bench.journal.committed_record_seq
         kept_up = await wait_until(lambda: sinks.cursors() >= head, timeout_s=10.0)
-        feeds = {m["name"]: (m.get("live_records", 0), m.get("replayed_records", 0)) for m in sinks.metrics()}
+        feeds = {m["name"]: (m.get("records_from_ring", 0), m.get("records_from_journal", 0)) for m in sinks.metrics()}
     finally:
         await bench.stop()
     live = sum(v[0] for v in feeds.values())

@@ -213,8 +213,8 @@ class JournalFeed:
         self._inflight: concurrent.futures.Future[Any] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.ring: CommittedRing | None = writer.live_ring() if live and writer is not None else None
-        self.live_records = 0  # records served from the ring
-        self.replayed_records = 0  # records read back from the journal
+        self.records_from_ring = 0  # records served from the ring
+        self.records_from_journal = 0  # records read back from the journal
 
     async def next_records(self, after_seq: int, limit: int) -> list[Record]:
         """Event loop: up to ``limit`` committed records after ``after_seq``, in seq order; from the
@@ -222,7 +222,7 @@ class JournalFeed:
         if self.ring is not None:
             live = self.ring.after(after_seq, limit)
             if live is not None:
-                self.live_records += len(live)
+                self.records_from_ring += len(live)
                 return live
         return await self.call(self.records_after, after_seq, limit)
 
@@ -237,16 +237,16 @@ class JournalFeed:
         if self.ring is not None:
             live = self.ring.after(after_seq, limit)
             if live is not None:
-                self.live_records += len(live)
+                self.records_from_ring += len(live)
                 return live
         assert self.reader is not None
         records = self.reader.records_after(after_seq, limit)
-        self.replayed_records += len(records)
+        self.records_from_journal += len(records)
         return records
 
     def counters(self) -> dict[str, int]:
         """Where the records came from: the live ring or a read-back (replay) from the journal."""
-        return {"live_records": self.live_records, "replayed_records": self.replayed_records}
+        return {"records_from_ring": self.records_from_ring, "records_from_journal": self.records_from_journal}
 
     def last_record_seq(self) -> int:
         """Worker thread: the newest committed record seq (the writer knows it without a query)."""

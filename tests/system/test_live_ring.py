@@ -62,7 +62,7 @@ async def test_mqtt_sink_falls_behind_the_ring_and_back_without_loss_or_repeat(
         bench.write(100)  # one commit of 200 records: the ring keeps only the newest few
         await eventually(lambda: sink.metrics()["cursor"] == 200, what="backlog delivered")
         after_backlog = sink.metrics()
-        assert after_backlog["replayed_records"] >= 200 - RING  # read back from SQLite
+        assert after_backlog["records_from_journal"] >= 200 - RING  # read back from SQLite
         await deliver_live_in_small_commits(bench, lambda: sink.metrics()["cursor"], 10)
         await eventually(lambda: bench.keys() <= collector.data_keys(), what="every record on MQTT")
         final = sink.metrics()
@@ -71,8 +71,8 @@ async def test_mqtt_sink_falls_behind_the_ring_and_back_without_loss_or_repeat(
         await collector.stop()
 
     # back on the ring: the 20 live records came from memory, none from SQLite
-    assert final["replayed_records"] == after_backlog["replayed_records"]
-    assert final["live_records"] - after_backlog["live_records"] == 20
+    assert final["records_from_journal"] == after_backlog["records_from_journal"]
+    assert final["records_from_ring"] - after_backlog["records_from_ring"] == 20
     seqs = Counter(p["seq"] for p in collector.payloads("/data"))
     assert sorted(seqs) == list(range(1, 221))
     assert set(seqs.values()) == {1}
@@ -97,15 +97,15 @@ async def test_influx_sink_falls_behind_the_ring_and_back_without_loss_or_repeat
         bench.write(100)
         await eventually(lambda: sink.metrics()["cursor"] == 200, what="backlog delivered")
         after_backlog = sink.metrics()
-        assert after_backlog["replayed_records"] >= 200 - RING
+        assert after_backlog["records_from_journal"] >= 200 - RING
         await deliver_live_in_small_commits(bench, lambda: sink.metrics()["cursor"], 10)
         final = sink.metrics()
     finally:
         await stop_task(task)
         await proxy.stop()
 
-    assert final["replayed_records"] == after_backlog["replayed_records"]
-    assert final["live_records"] - after_backlog["live_records"] == 20
+    assert final["records_from_journal"] == after_backlog["records_from_journal"]
+    assert final["records_from_ring"] - after_backlog["records_from_ring"] == 20
     # one line per record reached the database: none lost, none sent twice
     assert proxy.forwarded_lines == 220
     assert set(proxy.statuses) == {204}

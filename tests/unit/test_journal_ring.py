@@ -99,4 +99,4 @@ def test_a_reader_switching_between_ring_and_journal_sees_each_record_once(
         finally:
             feed.reader.close()
     assert seen == list(range(1, k + 1))
-    assert feed.live_records + feed.replayed_records == k
+    assert feed.records_from_ring + feed.records_from_journal == k
