@@ -28,16 +28,21 @@ BMS_CELLS = 192
 BMS_TEMPS = 16
 
 
-def meter_regmap_spec() -> dict[str, Any]:
-    """64 u16 input registers at 0..63 with scale: one read, 64 decoded values per poll."""
+def meter_regmap_spec(values: int = METER_VALUES) -> dict[str, Any]:
+    """``values`` u16 input registers from 0 with scale (64: one read, 64 decoded values per poll)."""
     return {
-        "name": "bench-meter-64",
-        "description": "synthetic 64-channel meter for the benchmarks",
+        "name": f"bench-meter-{values}",
+        "description": f"synthetic {values}-channel meter for the benchmarks",
         "registers": [
             {"name": f"ch{n}_v", "table": "input", "address": n, "type": "u16", "scale": 0.001, "unit": "V"}
-            for n in range(METER_VALUES)
+            for n in range(values)
         ],
     }
+
+
+def meter_values(kind: str) -> int:
+    """Values per poll of a meter kind: ``meter`` (64) or ``meter:<values>``."""
+    return METER_VALUES if kind == "meter" else int(kind.split(":", 1)[1])
 
 
 def bms_regmap_spec(cells: int = BMS_CELLS, temps: int = BMS_TEMPS) -> dict[str, Any]:
@@ -100,13 +105,14 @@ class MeterUnit:
     spend more per request than the client being measured.
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, values: int = METER_VALUES) -> None:
         self._n = seed
+        self._values = values
 
     def read(self, table: str, address: int, count: int) -> list[int]:
         from simulators.modbus_server import IllegalAddress
 
-        if table != "input" or address + count > METER_VALUES:
+        if table != "input" or address + count > self._values:
             raise IllegalAddress(f"{table} {address}..{address + count - 1} is not mapped")
         self._n = n = (self._n + 1) % 1000
         return [3000 + (n + a) % 1000 for a in range(address, address + count)]

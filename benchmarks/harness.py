@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
-from benchmarks.devices import CYCLER_REGMAP, bms_regmap_spec, meter_regmap_spec, write_regmap
+from benchmarks.devices import CYCLER_REGMAP, bms_regmap_spec, meter_regmap_spec, meter_values, write_regmap
 from daq.bench import Bench
 from daq.clock import Clock
 from daq.config.loader import load_bench
@@ -69,6 +69,8 @@ def write_bench(
 ) -> Path:
     """A bench file polling farm devices over Modbus TCP, journal in ``folder``."""
     maps = regmap_paths(folder)
+    for kind in {d.kind for d in devices if d.kind.startswith("meter:")}:  # meters of other sizes
+        maps[kind] = write_regmap(meter_regmap_spec(meter_values(kind)), folder)
     cfg = {
         "bench": {"id": "benchmark"},
         "journal": {"path": str(folder / "journal.sqlite"), "commit_interval_s": commit_interval_s},
@@ -76,7 +78,7 @@ def write_bench(
             {
                 "name": d.name,
                 "kind": "modbus",
-                "role": ROLE[d.kind],
+                "role": ROLE.get(d.kind, "meter"),
                 "transport": {"kind": "tcp", "host": HOST, "port": d.port},
                 "regmap": str(maps[d.kind]),
                 "poll_period_s": d.poll_period_s,
@@ -166,7 +168,9 @@ class SinkSet:
     bench: Bench
     sinks: list[Any] = field(default_factory=list)
 
-    def start(self, srv: Servers, *, backoff_max_s: float = 1.0, mqtt_qos: int = 1) -> SinkSet:
+    def start(
+        self, srv: Servers, *, backoff_max_s: float = 1.0, mqtt_qos: int = 1, mqtt_options: dict[str, Any] | None = None
+    ) -> SinkSet:
         from daq.config.sinks import InfluxSinkConfig, MqttSinkConfig
         from daq.sinks import build_sink
 
@@ -179,6 +183,7 @@ class SinkSet:
                     "port": srv.mqtt_port,
                     "qos": {"data": mqtt_qos},
                     "backoff": backoff,
+                    **(mqtt_options or {}),
                 }
             ),
             InfluxSinkConfig.model_validate(

@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
-SCENARIOS = ["components", "poll_floor", "scheduled", "end_to_end", "big_pack", "soak", "catch_up"]
+SCENARIOS = ["components", "poll_floor", "scheduled", "end_to_end", "scale", "big_pack", "soak", "catch_up"]
 # Scripts owned elsewhere: (name, file, title).
 EXTERNAL = [
     ("safety_trip_latency", "trip_latency.py", "Safety: trip latency (benchmarks/trip_latency.py)"),

@@ -117,8 +117,8 @@ def _unit(kind: str, index: int, clock: Any) -> Any:
         pack = SimPack(PackModel(PackParams(seed=index)), clock)
         cycler = SimCycler(pack, clock, rated_voltage_v=100.0, rated_current_a=300.0, rated_power_w=30000.0)
         return RegmapUnit(cycler, _cached(CYCLER_REGMAP, load_regmap))
-    if kind == "meter":
-        return devices.MeterUnit(seed=index)
+    if kind == "meter" or kind.startswith("meter:"):
+        return devices.MeterUnit(seed=index, values=devices.meter_values(kind))
     if kind in ("bms", "bms_module"):
         cells = devices.BMS_CELLS if kind == "bms" else devices.bms_module_cells()
         return RegmapUnit(devices.BmsDevice(cells), devices.bms_regmap(kind))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.errors import JournalError
+from daq.journal_ring import DEFAULT_CAPACITY, CommittedRing
 from daq.records import Channel, DeviceSchema, Record
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,12 @@ class Journal:
         self._flush_requests: list[threading.Event] = []
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
+        # Not ``_lock``: the writer holds that for a whole commit, and the event loop must never wait for one.
+        self._waiters_lock = threading.Lock()
         self._error: BaseException | None = None
         self.records_written = 0
+        # Committed records for readers in this process (the sinks' live path); None until asked for.
+        self.ring: CommittedRing | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -300,7 +305,7 @@ class Journal:
             return self._committed_record_seq
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        with self._lock:
+        with self._waiters_lock:
             self._waiters.append((loop, fut))
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the caller's cancellation
@@ -309,8 +314,19 @@ class Journal:
         except TimeoutError:
             return self._committed_record_seq
         finally:
-            with self._lock:
+            with self._waiters_lock:
                 self._waiters = [w for w in self._waiters if w[1] is not fut]
+
+    def live_ring(self, capacity: int = DEFAULT_CAPACITY) -> CommittedRing:
+        """The ring every commit hands its records to from now on (created on first use).
+
+        Records committed before it existed are only in the journal: a reader whose cursor is
+        behind ``ring.first_seq`` reads them back from SQLite.
+        """
+        with self._waiters_lock:
+            if self.ring is None:
+                self.ring = CommittedRing(capacity, next_seq=self._committed_record_seq + 1)
+            return self.ring
 
     # -- writer thread -------------------------------------------------------------------------
     def _require_conn(self) -> sqlite3.Connection:
@@ -323,6 +339,7 @@ class Journal:
         stop = False
         # Rows survive a failed commit (disk full, I/O error) and are retried with the next one.
         rows: list[tuple[int, int, int, int, bytes, bytes]] = []
+        records: list[Record] = []  # the rows' records, for the live ring
         events: list[tuple[str, int, str, str]] = []
         values: dict[tuple[str, str], str] = {}  # latest wins
         while not stop:
@@ -358,6 +375,7 @@ class Journal:
                             rec.quality,
                         )
                     )
+                    records.append(rec)
                 elif tag == "e":
                     events.append(payload)
                 elif tag == "k":
@@ -366,8 +384,8 @@ class Journal:
                 else:
                     flushes.append(payload)
                     break
-            if (rows or events or values) and self._commit(conn, rows, events, values):
-                rows, events, values = [], [], {}
+            if (rows or events or values) and self._commit(conn, rows, events, values, records):
+                rows, events, values, records = [], [], {}, []
             for done in flushes:
                 done.set()
 
@@ -377,10 +395,12 @@ class Journal:
         rows: list[tuple[int, int, int, int, bytes, bytes]],
         events: list[tuple[str, int, str, str]],
         values: dict[tuple[str, str], str],
+        records: list[Record] | None = None,
     ) -> bool:
         try:
             with self._lock:
                 conn.execute("BEGIN")
+                before = conn.execute("SELECT COALESCE(MAX(seq),0) FROM records").fetchone()[0]
                 if rows:
                     conn.executemany(
                         "INSERT INTO records (device_id, t_ns, step, cycle, vals, qual) VALUES (?, ?, ?, ?, ?, ?)",
@@ -407,9 +427,17 @@ class Journal:
             return False
         self._error = None
         self.records_written += len(rows)
+        ring = self.ring
+        if ring is not None and rows:
+            # Offered only now that they are durable; the seqs are contiguous when nothing else
+            # inserted meanwhile (this thread is the only writer of records), else nobody can tell.
+            if records is not None and len(records) == len(rows) and last - before == len(rows):
+                ring.extend(before + 1, records)
+            else:
+                ring.reset(last + 1)
         self._committed_record_seq = last
         self._committed_event_seq = last_ev
-        with self._lock:
+        with self._waiters_lock:
             waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut, last)

@@ -75,6 +75,7 @@ async def run_case(case: str, smoke: bool) -> dict[str, Any]:
         "catch_up_s": window.wall_s,
         "replay_records_per_s": replayed / window.wall_s,
         "replay_values_per_s": replayed * METER_VALUES / window.wall_s,
+        "replay_to_live_ratio": replayed / window.wall_s / max(inflow, 1e-9),
         "cpu_pct": window.cpu_pct,
         "delivered_records": delivered_total,
         "polled_records": polled_total,
@@ -89,6 +90,16 @@ def summarize(rows: list[dict[str, Any]], smoke: bool) -> dict[str, Any]:
             r["catch_up_s"],
             bool(r["caught_up"]),
             "s",
+        )
+        for r in rows
+    ]
+    goals += [
+        goal(
+            "catch-up rate after the outage vs the live rate",
+            ">= 2x",
+            r["replay_to_live_ratio"],
+            r["replay_to_live_ratio"] >= 2.0,
+            "x",
         )
         for r in rows
     ]

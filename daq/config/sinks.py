@@ -151,6 +151,11 @@ class MqttSinkConfig(_Strict):
     batch_max_records: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=200, description="records published back to back before waiting for their acks"
     )
+    records_per_message: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=1,
+        description="1: one JSON object per record on <d>/data; N > 1: a JSON array of up to N records of one"
+        " device per message, taken from one batch (fewer messages and acks; consumers must accept arrays)",
+    )
     metrics_period_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     backoff: BackoffConfig = BackoffConfig()
     replay_window_s: float = _replay_window(30.0)

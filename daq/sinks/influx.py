@@ -35,6 +35,7 @@ from daq.sinks.base import (
     RejectionLog,
     SinkMetrics,
     cursor_names,
+    encode_in_slices,
     error_text,
     iso_ns,
 )
@@ -122,7 +123,7 @@ class InfluxSink:
             bench_id, step_cycle_tags=config.step_cycle_tags, events_measurement=config.events_measurement
         )
         self._cursor_name, self._event_cursor_name = cursor_names(config.name)
-        self._feed = JournalFeed(Path(journal_path), writer=journal)
+        self._feed = JournalFeed(Path(journal_path), writer=journal, live=True)
         self._rejections = RejectionLog(Path(journal_path), writer=journal)
         b = config.backoff
         self._backoff = Backoff(initial_s=b.initial_s, max_s=b.max_s, multiplier=b.multiplier, jitter=b.jitter, rng=rng)
@@ -156,9 +157,10 @@ class InfluxSink:
     # -- public ----------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
-        return self._metrics.snapshot(
+        snapshot = self._metrics.snapshot(
             now_ns=self._clock.wall_ns(), rate=self._rate.rate(), journal_seq=self._feed.newest_committed()
-        ) | {"replayed_records": self._replay.replayed_records}
+        )
+        return {**snapshot, **self._feed.counters(), "replayed_records": self._replay.replayed_records}
 
     async def run(self) -> None:
         """Forward forever; retry with jittered backoff; cancel to stop."""
@@ -219,19 +221,18 @@ class InfluxSink:
         except Exception as exc:  # the metrics are best effort; the next delivery try reports properly
             log.debug("sink %s: backlog refresh failed: %s", self.name, exc)
 
-    def _read(self, record_after: int, event_after: int, room: int) -> tuple[list[_Item], int, int, int]:
-        """Worker thread: the next records and events as line protocol."""
+    async def _read(self, record_after: int, event_after: int, room: int) -> tuple[list[_Item], int, int, int]:
+        """The next records (live ring or journal read-back) and events, as line protocol."""
         reader = self._feed.reader
         assert reader is not None
         enc = self._encoder
-        items = [
-            _Item(RECORD, r.seq, enc.record_line(r), r.t_ns, r.run_id, r.schema.device)
-            for r in reader.records_after(record_after, room)
-        ]
-        events = reader.events_after(event_after, EVENT_BATCH)
+        records = await self._feed.next_records(record_after, room)
+        items = await encode_in_slices(
+            records, lambda r: _Item(RECORD, r.seq, enc.record_line(r), r.t_ns, r.run_id, r.schema.device)
+        )
+        events = await self._feed.call(reader.events_after, event_after, EVENT_BATCH)
         items += [_Item(EVENT, e.seq, enc.event_line(e), e.t_ns, e.run_id, e.kind) for e in events]
-        newest = reader.last_record_seq()
-        records = [i for i in items if i.stream == RECORD]
+        newest = await self._feed.newest_record_seq()
         return (
             items,
             records[-1].seq if records else record_after,
@@ -264,8 +265,8 @@ class InfluxSink:
         items: list[_Item] = []
         deadline: float | None = None
         while True:
-            chunk, record_after, event_after, newest = await self._feed.call(
-                self._read, record_after, event_after, cfg.batch_max_records - len(items)
+            chunk, record_after, event_after, newest = await self._read(
+                record_after, event_after, cfg.batch_max_records - len(items)
             )
             m.journal_seq = max(m.journal_seq, newest)
             items += chunk

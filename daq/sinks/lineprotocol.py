@@ -13,7 +13,10 @@ schema, the per-(run, step, cycle) tag prefix once per change, and each line is 
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
+
+import orjson
 
 from daq.records import DeviceSchema, Record
 
@@ -24,6 +27,20 @@ _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 # Line protocol cannot carry these in names at all (a trailing backslash would escape our separator).
 _UNREPRESENTABLE = str.maketrans({"\\": "_", "\n": "_", "\r": "_", "\t": "_"})
+
+
+# Channel names that need no escaping in line protocol nor in JSON: a JSON object of them turns
+# into the field set by deleting quotes and braces and turning ':' into '='.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+_JSON_TO_FIELDS = bytes.maketrans(b":", b"=")
+_JSON_PUNCTUATION = b'"{}'
+
+
+def _number(obj: object) -> float:
+    """orjson's fallback for numbers it does not know natively (numpy scalars)."""
+    if isinstance(obj, int | float) or hasattr(obj, "__float__"):
+        return float(obj)  # type: ignore[arg-type]
+    raise TypeError(f"not a number: {type(obj).__name__}")
 
 
 def escape_measurement(name: str) -> str:
@@ -51,6 +68,8 @@ class _SchemaLines:
         "last_prefix",
         "last_tags",
         "measurement",
+        "names",
+        "plain",
         "quality_keys",
         "schema",
     )
@@ -62,6 +81,8 @@ class _SchemaLines:
         self.device_tag = f",device={escape_key(schema.device)}"
         self.keys = [escape_key(c.name) + "=" for c in schema.channels]
         self.quality_keys = [escape_key(c.name) + "_quality=" for c in schema.channels]
+        self.names = [c.name for c in schema.channels]
+        self.plain = len(set(self.names)) == len(self.names) and all(_PLAIN_NAME.fullmatch(n) for n in self.names)
         self.all_good = bytes(len(schema.channels))
         self.last_tags: tuple[str, int, int] | None = None
         self.last_prefix = ""
@@ -111,16 +132,24 @@ class LineProtocolEncoder:
         """One line for one record; None when it has no field to write (no channels at all)."""
         sl = self._schema_lines(rec.schema)
         quality = rec.quality
+        values = rec.values
+        total = sum(values) if quality == sl.all_good else None
         # ``v - v == 0.0`` is the cheapest finite test: NaN and ±inf give NaN, which is != 0.
-        if quality == sl.all_good:
-            fields = ",".join([k + repr(v) for k, v in zip(sl.keys, rec.values, strict=False) if v - v == 0.0])
+        if total is not None and total - total == 0.0 and sl.plain:
+            # The common case, all good and finite: orjson formats every float in one call.
+            fields = (
+                orjson.dumps(dict(zip(sl.names, values, strict=False)), default=_number)
+                .translate(_JSON_TO_FIELDS, _JSON_PUNCTUATION)
+                .decode()
+            )
         else:
+            formatted = orjson.dumps(values, default=_number)[1:-1].decode().split(",")
             parts = []
-            for k, qk, v, q in zip(sl.keys, sl.quality_keys, rec.values, quality, strict=False):
+            for k, qk, v, text, q in zip(sl.keys, sl.quality_keys, values, formatted, quality, strict=False):
                 if q:
                     parts.append(f"{qk}{q}i")
                 elif v - v == 0.0:
-                    parts.append(k + repr(v))
+                    parts.append(k + text)
             fields = ",".join(parts)
         if not self.step_cycle_tags:
             extra = f"cycle={rec.cycle}i,step={rec.step}i"

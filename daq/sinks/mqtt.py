@@ -27,8 +27,18 @@ from daq.clock import Clock, MonotonicClock
 from daq.config.sinks import MqttSinkConfig
 from daq.errors import JournalError, SinkError
 from daq.sinks.backoff import Backoff
-from daq.sinks.base import ErrorReporter, JournalFeed, RateMeter, SinkMetrics, cursor_names, error_text, iso_ns
+from daq.sinks.base import (
+    ErrorReporter,
+    JournalFeed,
+    RateMeter,
+    SinkMetrics,
+    cursor_names,
+    encode_in_slices,
+    error_text,
+    iso_ns,
+)
 from daq.sinks.credentials import Secret, client_ssl_context, read_optional_secret
+from daq.sinks.mqtt_acks import PubackTracker
 from daq.sinks.mqtt_payload import (
     OFFLINE,
     ONLINE,
@@ -48,6 +58,7 @@ if TYPE_CHECKING:
     import random
 
     from daq.journal import Journal, JournalEvent
+    from daq.records import Record
 
 log = logging.getLogger(__name__)
 # paho's packet-level chatter (via aiomqtt) stays quiet unless asked for explicitly.
@@ -61,6 +72,7 @@ _GOODBYE_TIMEOUT_S = 2.0
 @dataclass(slots=True)
 class _RecordBatch:
     messages: list[tuple[str, bytes]]
+    records: int
     last_seq: int
     first_t_ns: int
     newest_seq: int  # the journal's newest record seq when the batch was read
@@ -108,7 +120,7 @@ class MqttSink:
         self._topics = MqttTopics(config.topic_prefix, bench_id)
         self._payloads = RecordPayloads(bench_id)
         self._cursor_name, self._event_cursor_name = cursor_names(config.name)
-        self._feed = JournalFeed(Path(journal_path), writer=journal)
+        self._feed = JournalFeed(Path(journal_path), writer=journal, live=True)
         b = config.backoff
         self._backoff = Backoff(initial_s=b.initial_s, max_s=b.max_s, multiplier=b.multiplier, jitter=b.jitter, rng=rng)
         self._metrics = SinkMetrics(name=config.name, kind=self.kind, target=self.target)
@@ -117,6 +129,7 @@ class MqttSink:
         self._alarms = ActiveAlarms()
         self._device_states: dict[str, tuple[str, int]] = {}
         self._prepared = False
+        self._acks: PubackTracker | None = None  # the connected client's ack tracking
         self._replay_until = 0
         self._replay_until_event = 0
         self._replay = JournalReplay(config.name, config.replay_window_s, self._feed)
@@ -124,9 +137,10 @@ class MqttSink:
     # -- public ----------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
-        return self._metrics.snapshot(
+        snapshot = self._metrics.snapshot(
             now_ns=self._clock.wall_ns(), rate=self._rate.rate(), journal_seq=self._feed.newest_committed()
-        ) | {"replayed_records": self._replay.replayed_records}
+        )
+        return {**snapshot, **self._feed.counters(), "replayed_records": self._replay.replayed_records}
 
     async def run(self) -> None:
         """Forward forever; reconnect with jittered backoff; cancel to stop (bench marked offline)."""
@@ -180,22 +194,41 @@ class MqttSink:
             if newest > self._metrics.cursor and self._metrics.oldest_pending_t_ns is None:
                 self._metrics.oldest_pending_t_ns = await self._feed.call(reader.record_t_ns, self._metrics.cursor + 1)
 
-    def _read_records(self, after_seq: int, limit: int, replay_until: int) -> _RecordBatch:
-        """Worker thread: read the next records and build their topics and payloads."""
-        reader = self._feed.reader
-        assert reader is not None
-        records = reader.records_after(after_seq, limit)
-        newest = reader.last_record_seq()
+    async def _read_records(self, after_seq: int, limit: int, replay_until: int) -> _RecordBatch:
+        """The next records (live ring or journal read-back) with their topics and payloads."""
+        records = await self._feed.next_records(after_seq, limit)
+        newest = await self._feed.newest_record_seq()
         if not records:
-            return _RecordBatch([], after_seq, 0, newest)
+            return _RecordBatch([], 0, after_seq, 0, newest)
         topics, payloads = self._topics, self._payloads
-        messages = [
-            (topics.device_data(r.schema.device), payloads.encode(r, historical=r.seq <= replay_until)) for r in records
-        ]
+        per_message = self.config.records_per_message
+        if per_message == 1:
+            messages = await encode_in_slices(
+                records,
+                lambda r: (topics.device_data(r.schema.device), payloads.encode(r, historical=r.seq <= replay_until)),
+            )
+        else:
+            messages = await self._grouped_messages(records, per_message, replay_until)
         states: dict[str, tuple[str, int]] = {}
         for r in records:
             states[r.schema.device] = (device_state(r.quality), r.t_ns)
-        return _RecordBatch(messages, records[-1].seq, records[0].t_ns, newest, states)
+        return _RecordBatch(messages, len(records), records[-1].seq, records[0].t_ns, newest, states)
+
+    async def _grouped_messages(
+        self, records: list[Record], per_message: int, replay_until: int
+    ) -> list[tuple[str, bytes]]:
+        """``records_per_message`` > 1: a JSON array of up to N records per device, in seq order within it."""
+        payloads = self._payloads
+        encoded_all = await encode_in_slices(records, lambda r: payloads.encode(r, historical=r.seq <= replay_until))
+        by_device: dict[str, list[bytes]] = {}
+        for r, encoded_one in zip(records, encoded_all, strict=True):
+            by_device.setdefault(r.schema.device, []).append(encoded_one)
+        messages = []
+        for device, encoded in by_device.items():
+            topic = self._topics.device_data(device)
+            for i in range(0, len(encoded), per_message):
+                messages.append((topic, b"[" + b",".join(encoded[i : i + per_message]) + b"]"))
+        return messages
 
     # -- broker side -----------------------------------------------------------------------------
 
@@ -229,6 +262,7 @@ class MqttSink:
         client = self._client()
         try:
             async with client:
+                self._acks = PubackTracker(client)
                 try:
                     await self._on_connected(client)
                     async with asyncio.TaskGroup() as tg:
@@ -239,6 +273,7 @@ class MqttSink:
                     await self._goodbye(client)
                     raise
         finally:
+            self._acks = None
             await _client_tasks_done(client)
 
     async def _on_connected(self, client: aiomqtt.Client) -> None:
@@ -274,13 +309,12 @@ class MqttSink:
     async def _publish_all(
         self, client: aiomqtt.Client, messages: list[tuple[str, bytes, int]], *, retain: bool = False
     ) -> None:
-        """Publish back to back (in order: each task calls paho in creation order) and await every ack."""
+        """Publish back to back, in order, and return once every ack is in (``PubackTracker``)."""
         if not messages:
             return
-        timeout = self.config.ack_timeout_s
-        async with asyncio.TaskGroup() as tg:
-            for topic, payload, qos in messages:
-                tg.create_task(client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout))
+        if self._acks is None:
+            raise SinkError(f"not connected to {self.target}")
+        await self._acks.publish_batch(messages, retain=retain, timeout_s=self.config.ack_timeout_s)
 
     async def _forward(self, client: aiomqtt.Client) -> None:
         reader = self._feed.reader
@@ -293,7 +327,7 @@ class MqttSink:
             if events:
                 await self._send_events(client, events)
                 progressed = True
-            batch = await self._feed.call(self._read_records, m.cursor, cfg.batch_max_records, self._replay_until)
+            batch = await self._read_records(m.cursor, cfg.batch_max_records, self._replay_until)
             m.journal_seq = max(m.journal_seq, batch.newest_seq)
             if batch.messages:
                 await self._send_records(client, batch)
@@ -310,10 +344,10 @@ class MqttSink:
         await self._publish_all(client, [(topic, payload, qos) for topic, payload in batch.messages])
         await self._feed.call(self._feed.reader.set_cursor, self._cursor_name, batch.last_seq)  # type: ignore[union-attr]
         m.cursor = batch.last_seq
-        m.delivered_records += len(batch.messages)
+        m.delivered_records += batch.records
         m.last_delivery_at = iso_ns(self._clock.wall_ns())
         m.oldest_pending_t_ns = None if m.cursor >= m.journal_seq else m.oldest_pending_t_ns
-        self._rate.add(len(batch.messages))
+        self._rate.add(batch.records)
         await self._replay.acknowledged(Position(m.cursor, m.event_cursor))
         changed = [
             (device, state_t)

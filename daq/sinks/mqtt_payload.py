@@ -18,7 +18,10 @@ name are replaced by ``_``.
 from __future__ import annotations
 
 import json
+import numbers
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from daq.records import DeviceSchema, Quality, Record
 from daq.sinks.base import iso_ns
@@ -45,6 +48,14 @@ def _quality_label(code: int) -> str:
 
 # JSON string per quality code, for all 256 byte values (unknown codes read "q<code>").
 _QUALITY_JSON = tuple(json.dumps(_quality_label(code)) for code in range(256))
+_QUALITY_LABELS = tuple(_quality_label(code) for code in range(256))
+
+
+def _number(obj: Any) -> float:
+    """orjson's fallback: numbers it does not know natively (numpy scalars) as floats."""
+    if isinstance(obj, numbers.Real):
+        return float(obj)
+    raise TypeError(f"not a number: {type(obj).__name__}")
 
 
 def topic_level(name: str) -> str:
@@ -92,16 +103,19 @@ def _dumps(obj: Any) -> bytes:
 
 
 class _SchemaJson:
-    __slots__ = ("all_good", "good_quality", "head", "keys", "schema", "units")
+    __slots__ = ("all_good", "good_quality", "head", "keys", "names", "schema", "unique", "units")
 
     def __init__(self, schema: DeviceSchema, bench_json: str) -> None:
         self.schema = schema
         self.head = f'{{"bench":{bench_json},"device":{json.dumps(schema.device)},"kind":{json.dumps(schema.kind)},'
+        self.names = [c.name for c in schema.channels]
+        # orjson builds the objects from dicts: only possible when no channel name repeats
+        self.unique = len(set(self.names)) == len(self.names)
         self.keys = [json.dumps(c.name) + ":" for c in schema.channels]
         units = [k + json.dumps(c.unit) for k, c in zip(self.keys, schema.channels, strict=True)]
-        self.units = "{" + ",".join(units) + "}"
+        self.units = orjson.Fragment("{" + ",".join(units) + "}")
         self.all_good = bytes(len(schema.channels))
-        self.good_quality = "{" + ",".join(k + _QUALITY_JSON[0] for k in self.keys) + "}"
+        self.good_quality = orjson.Fragment("{" + ",".join(k + _QUALITY_JSON[0] for k in self.keys) + "}")
 
 
 class RecordPayloads:
@@ -120,7 +134,10 @@ class RecordPayloads:
     """
 
     def __init__(self, bench_id: str) -> None:
+        self._bench = bench_id
         self._bench_json = json.dumps(bench_id)
+        self._iso_second = -1
+        self._iso_prefix = ""
         self._schemas: dict[int, _SchemaJson] = {}
         self._runs: dict[str, str] = {}
 
@@ -141,18 +158,52 @@ class RecordPayloads:
         return run
 
     def encode(self, rec: Record, *, historical: bool) -> bytes:
+        """One payload; orjson formats the floats (shortest round trip, NaN/inf as null)."""
         sj = self._schema(rec.schema)
-        # ``v - v == 0.0`` is false exactly for NaN and ±inf, which JSON cannot carry.
-        keys = sj.keys
-        values = ",".join([k + (repr(v) if v - v == 0.0 else "null") for k, v in zip(keys, rec.values, strict=False)])
+        if not sj.unique:
+            return self._encode_repeated_names(sj, rec, historical=historical)
         if rec.quality == sj.all_good:
-            quality = sj.good_quality
+            quality: Any = sj.good_quality
         else:
-            quality = "{" + ",".join([k + _QUALITY_JSON[q] for k, q in zip(sj.keys, rec.quality, strict=False)]) + "}"
+            labels = _QUALITY_LABELS
+            quality = dict(zip(sj.names, [labels[q] for q in rec.quality], strict=False))
+        return orjson.dumps(
+            {
+                "bench": self._bench,
+                "device": rec.schema.device,
+                "kind": rec.schema.kind,
+                "seq": rec.seq,
+                "t": self._iso(rec.t_ns),
+                "t_ns": rec.t_ns,
+                "run": rec.run_id,
+                "step": rec.step,
+                "cycle": rec.cycle,
+                "historical": historical,
+                "values": dict(zip(sj.names, rec.values, strict=False)),
+                "units": sj.units,
+                "quality": quality,
+            },
+            default=_number,
+        )
+
+    def _iso(self, t_ns: int) -> str:
+        """``iso_ns`` with the formatted second reused while it lasts (polls come many per second)."""
+        s, ns = divmod(t_ns, 1_000_000_000)
+        if s != self._iso_second:
+            self._iso_second = s
+            self._iso_prefix = iso_ns(s * 1_000_000_000)[:-10]
+        return f"{self._iso_prefix}{ns:09d}Z"
+
+    def _encode_repeated_names(self, sj: _SchemaJson, rec: Record, *, historical: bool) -> bytes:
+        """A schema with a repeated channel name: one key per channel, as written, built by hand."""
+        parts = orjson.dumps(rec.values, default=_number)[1:-1].decode().split(",")
+        values = ",".join([k + v for k, v in zip(sj.keys, parts, strict=False)])
+        quality = "{" + ",".join([k + _QUALITY_JSON[q] for k, q in zip(sj.keys, rec.quality, strict=False)]) + "}"
+        units = orjson.dumps(sj.units).decode()
         return (
             f'{sj.head}"seq":{rec.seq},"t":"{iso_ns(rec.t_ns)}","t_ns":{rec.t_ns},"run":{self._run(rec.run_id)},'
             f'"step":{rec.step},"cycle":{rec.cycle},"historical":{"true" if historical else "false"},'
-            f'"values":{{{values}}},"units":{sj.units},"quality":{quality}}}'
+            f'"values":{{{values}}},"units":{units},"quality":{quality}}}'
         ).encode()
 
 

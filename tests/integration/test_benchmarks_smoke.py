@@ -31,7 +31,7 @@ def test_smoke_run_reports_every_scenario_with_numbers(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=170,
     )
     log = (tmp_path / "run.log").read_text() if (tmp_path / "run.log").exists() else ""
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{log[-3000:]}"
@@ -53,6 +53,7 @@ def test_smoke_run_reports_every_scenario_with_numbers(tmp_path: Path) -> None:
     assert by_name["scheduled"]["rows"][0]["achieved_hz_per_device"] > 0
     assert by_name["soak"]["rows"][0]["rss_peak_mb"] > 0
     assert by_name["catch_up"]["rows"][0]["caught_up"] is True
+    assert by_name["scale"]["rows"][0]["bare_cpu_us_per_value"] > 0
     goals = [g for s in doc["scenarios"] for g in s["goals"]]
     assert goals and all(isinstance(g["pass"], bool) for g in goals)
 
