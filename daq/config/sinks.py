@@ -21,7 +21,7 @@ Secrets are never written in the bench file: a secret field is ``{env: VARIABLE}
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -119,6 +119,28 @@ def _drain_on_stop() -> Any:
     )
 
 
+class _BrokerClient(_Strict):
+    """What every MQTT-speaking sink shares: a password needs a username; the port follows TLS."""
+
+    if TYPE_CHECKING:  # declared by each subclass, in its own field order
+        port: Port | None
+        tls: TlsConfig | None
+        username: SecretSource | None
+        password: SecretSource | None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> _BrokerClient:
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 8883 if self.tls is not None else 1883
+
+
 class MqttQosConfig(_Strict):
     """QoS per topic class. With QoS >= 1 a record counts as delivered only after the broker's ack."""
 
@@ -128,7 +150,7 @@ class MqttQosConfig(_Strict):
     metrics: Qos = 0
 
 
-class MqttSinkConfig(_Strict):
+class MqttSinkConfig(_BrokerClient):
     """Live values, status, alarms and self-metrics over MQTT (topic scheme in docs/sinks.md)."""
 
     kind: Literal["mqtt"]
@@ -170,17 +192,6 @@ class MqttSinkConfig(_Strict):
             )
         return v
 
-    @model_validator(mode="after")
-    def _credentials(self) -> MqttSinkConfig:
-        if self.password is not None and self.username is None:
-            raise ValueError("password needs username")
-        return self
-
-    @property
-    def effective_port(self) -> int:
-        if self.port is not None:
-            return self.port
-        return 8883 if self.tls is not None else 1883
 
 
 class InfluxSinkConfig(_Strict):
@@ -253,7 +264,7 @@ class InfluxSinkConfig(_Strict):
 SparkplugId = Annotated[str, Field(pattern=r"^[^+#/\s]{1,64}$", description="no '+', '#', '/' or spaces")]
 
 
-class SparkplugSinkConfig(_Strict):
+class SparkplugSinkConfig(_BrokerClient):
     """Sparkplug B for SCADA (Ignition, ...): the bench as an edge node, its devices as Sparkplug devices.
 
     Births with names, types, units and aliases, data by alias, bdSeq/seq per the specification,
@@ -288,17 +299,6 @@ class SparkplugSinkConfig(_Strict):
     backoff: BackoffConfig = BackoffConfig()
     drain_on_stop_s: float = _drain_on_stop()
 
-    @model_validator(mode="after")
-    def _credentials(self) -> SparkplugSinkConfig:
-        if self.password is not None and self.username is None:
-            raise ValueError("password needs username")
-        return self
-
-    @property
-    def effective_port(self) -> int:
-        if self.port is not None:
-            return self.port
-        return 8883 if self.tls is not None else 1883
 
 
 SinkConfig = Annotated[MqttSinkConfig | InfluxSinkConfig | SparkplugSinkConfig, Field(discriminator="kind")]
