@@ -399,7 +399,10 @@ class Journal:
     ) -> bool:
         try:
             with self._lock:
-                conn.execute("BEGIN")
+                # IMMEDIATE: take the write lock before reading ``before``. A deferred transaction
+                # that has read is refused at once ("database is locked", no busy wait) when another
+                # connection (daq ack, a sink's cursor) committed in between.
+                conn.execute("BEGIN IMMEDIATE")
                 before = conn.execute("SELECT COALESCE(MAX(seq),0) FROM records").fetchone()[0]
                 if rows:
                     conn.executemany(

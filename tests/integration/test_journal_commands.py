@@ -48,10 +48,11 @@ def test_two_processes_write_commands_while_the_writer_thread_commits(tmp_path: 
     path = tmp_path / "journal.sqlite"
     journal = Journal(path, commit_interval_s=0.01)
     journal.open()
+    procs: list[subprocess.Popen[str]] = []
     try:
         run_id = journal.begin_run("bench", schemas=[SCHEMA])
         go = tmp_path / "go"
-        procs = [
+        procs += [
             subprocess.Popen(
                 [sys.executable, "-c", WRITER, str(path), run_id, str(go), name, str(PER_PROCESS)],
                 cwd=REPO,
@@ -74,6 +75,10 @@ def test_two_processes_write_commands_while_the_writer_thread_commits(tmp_path: 
         journal.flush()
         assert journal.error is None
     finally:
+        for p in procs:  # a failed assertion above must not leave the writers running
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
         journal.close()
 
     with JournalReader(path) as reader:
