@@ -50,7 +50,7 @@ function ensurePlots() {
   plots = {
     voltage_v: makeTrendPlot($("trend-v"), "pack voltage", "V", "#1f5fbf"),
     current_a: makeTrendPlot($("trend-i"), "current, + = charge", "A", "#c2410c"),
-    temperature_c: makeTrendPlot($("trend-t"), "hottest temperature", "°C", "#b91c1c"),
+    temperature_c: makeTrendPlot($("trend-t"), "hottest temperature", "degC", "#b91c1c"),
   };
 }
 
@@ -114,7 +114,7 @@ const END_TEXT = {
   voltage_above_v: (v) => `V ≥ ${fmt(v)} V`, voltage_below_v: (v) => `V ≤ ${fmt(v)} V`,
   current_below_a: (v) => `|I| ≤ ${fmt(v)} A`, time_s: (v) => `step time ${hms(v)}`,
   step_capacity_ah: (v) => `${fmt(v)} Ah`, step_energy_wh: (v) => `${fmt(v)} Wh`,
-  temperature_above_c: (v) => `T ≥ ${fmt(v, 1)} °C`,
+  temperature_above_c: (v) => `T ≥ ${fmt(v, 1)} degC`,
 };
 
 function renderTest(s) {
@@ -163,7 +163,7 @@ function renderPack(s) {
     sum.textContent = "no valid cell voltages";
   } else {
     sum.textContent = `${p.cells.length} cells · min ${fmt(p.min_v)} V (cell ${p.min_v_at}) · max ${fmt(p.max_v)} V (cell ${p.max_v_at}) · spread ${(1000 * p.spread_v).toFixed(0)} mV`
-      + (p.min_c !== null ? ` · temperatures ${fmt(p.min_c, 1)}–${fmt(p.max_c, 1)} °C` : "");
+      + (p.min_c !== null ? ` · temperatures ${fmt(p.min_c, 1)}–${fmt(p.max_c, 1)} degC` : "");
   }
   const xs = p.cells.map((c) => c.n);
   const ys = p.cells.map((c) => c.value);
@@ -185,7 +185,7 @@ function renderPack(s) {
   tiles.replaceChildren();
   for (const t of p.temperatures) {
     const tile = el("div", { class: "tile" + (t.value === null ? " bad" : ""), "data-sensor": t.n, "data-quality": t.quality },
-      t.value === null ? `T${t.n}: ${t.quality}` : `T${t.n} ${fmt(t.value, 1)} °C`);
+      t.value === null ? `T${t.n}: ${t.quality}` : `T${t.n} ${fmt(t.value, 1)} degC`);
     tile.style.background = cellColor(t.value, 15, 60);
     tiles.append(tile);
   }
