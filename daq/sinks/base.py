@@ -64,10 +64,16 @@ def iso_ns(t_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{ns:09d}Z"
 
 
-def error_text(exc: BaseException) -> str:
-    """The innermost meaningful message of an exception or exception group."""
+def innermost(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (a TaskGroup's failure), or the exception itself."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def error_text(exc: BaseException) -> str:
+    """The innermost meaningful message of an exception or exception group."""
+    exc = innermost(exc)
     return str(exc) or type(exc).__name__
 
 

@@ -35,6 +35,7 @@ from daq.sinks.base import (
     cursor_names,
     encode_in_slices,
     error_text,
+    innermost,
     iso_ns,
 )
 from daq.sinks.credentials import Secret, client_ssl_context, read_optional_secret
@@ -67,6 +68,8 @@ _client_log.setLevel(logging.WARNING)
 
 EVENT_BATCH = 100
 _GOODBYE_TIMEOUT_S = 2.0
+# Outages and refusals a sink rides out (reported in one line); anything else also logs its traceback.
+EXPECTED_ERRORS = (aiomqtt.MqttError, OSError, JournalError, SinkError, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -417,11 +420,8 @@ class MqttSink:
     # -- errors ----------------------------------------------------------------------------------
 
     def _failed(self, exc: BaseException) -> None:
-        leaf = exc
-        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
-            leaf = leaf.exceptions[0]
-        expected = isinstance(leaf, aiomqtt.MqttError | OSError | JournalError | SinkError | TimeoutError)
-        self._errors.failed(self._describe(leaf), exc=None if expected else leaf)
+        leaf = innermost(exc)
+        self._errors.failed(self._describe(leaf), exc=None if isinstance(leaf, EXPECTED_ERRORS) else leaf)
 
     def _describe(self, exc: BaseException) -> str:
         """One line a technician can act on; never contains a credential."""

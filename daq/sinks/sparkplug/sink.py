@@ -24,10 +24,20 @@ import aiomqtt
 from daq import __version__
 from daq.clock import Clock, MonotonicClock
 from daq.config.sinks import SparkplugSinkConfig
-from daq.errors import JournalError, SinkError
+from daq.errors import SinkError
 from daq.sinks.backoff import Backoff
-from daq.sinks.base import ErrorReporter, JournalFeed, RateMeter, SinkMetrics, cursor_names, error_text, iso_ns
+from daq.sinks.base import (
+    ErrorReporter,
+    JournalFeed,
+    RateMeter,
+    SinkMetrics,
+    cursor_names,
+    error_text,
+    innermost,
+    iso_ns,
+)
 from daq.sinks.credentials import Secret, client_ssl_context, read_optional_secret
+from daq.sinks.mqtt import EXPECTED_ERRORS
 from daq.sinks.sparkplug.payloads import EdgeNodeSession, SparkplugTopics, no_answer, rebirth_requested
 
 if TYPE_CHECKING:
@@ -318,10 +328,8 @@ class SparkplugSink:
                 )
 
     def _failed(self, exc: BaseException) -> None:
-        leaf = exc
-        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
-            leaf = leaf.exceptions[0]
-        expected = isinstance(leaf, aiomqtt.MqttError | OSError | JournalError | SinkError | TimeoutError)
+        leaf = innermost(exc)
+        expected = isinstance(leaf, EXPECTED_ERRORS)
         text = error_text(leaf)
         if isinstance(leaf, ConnectionRefusedError) or "Connection refused" in text:
             text = "connection refused (broker down or wrong port)"
