@@ -375,7 +375,8 @@ class Journal:
                             rec.quality,
                         )
                     )
-                    records.append(rec)
+                    if self.ring is not None:  # only the live ring needs the objects after the commit
+                        records.append(rec)
                 elif tag == "e":
                     events.append(payload)
                 elif tag == "k":
