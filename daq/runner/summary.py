@@ -44,7 +44,13 @@ class StepResult:
 
     @property
     def direction(self) -> str:
-        """'charge', 'discharge' or 'rest', by the charge the step moved (1 mAh dead band)."""
+        """'charge', 'discharge' or 'rest', by the charge the step moved (1 mAh dead band).
+
+        A rest step is a rest whatever its edges booked: on an accelerated bench a stalled poll at the
+        switch to the next charge can put several mAh into it, which made its voltage (a rested,
+        discharged pack's) the cycle's end-of-charge voltage."""
+        if self.kind == "rest":
+            return "rest"
         t = self.totals
         if max(t.charge_ah, t.discharge_ah) < 1e-3:
             return "rest"

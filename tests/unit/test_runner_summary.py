@@ -13,14 +13,16 @@ from daq.runner.state import RunnerState, StepProgress
 from daq.runner.summary import CycleAccumulator, StepResult, format_summary_table
 
 
-def result(step: int, *, ah: float, wh: float, v: float, temp: float, tags: tuple[str, ...] = ()) -> StepResult:
+def result(
+    step: int, *, ah: float, wh: float, v: float, temp: float, tags: tuple[str, ...] = (), kind: str = "cc"
+) -> StepResult:
     totals = Totals()
     totals.add_constant(ah * 3600, wh / ah if ah else 0.0, 1.0)
     return StepResult(
         step=step,
         number=f"1.{step}",
         label="",
-        kind="cc",
+        kind=kind,
         cycle=3,
         reason="time",
         started_ns=step * 10,
@@ -49,6 +51,17 @@ def test_cycle_summary_adds_up_its_steps() -> None:
     assert s["max_temperature_c"] == 38.0
     assert s["end_of_charge_v"] == 58.8 and s["end_of_discharge_v"] == 41.0
     assert s["started_ns"] == 10 and s["ended_ns"] == 45
+
+
+def test_a_rest_step_is_no_charge_whatever_its_edges_booked() -> None:
+    """At 2000x a stalled poll at the switch to the next charge books mAh into the rest before it;
+    its voltage (a rested, discharged pack's) must not become the cycle's end-of-charge voltage."""
+    cycle = CycleAccumulator(3)
+    cycle.add(result(1, ah=27.0, wh=1500.0, v=58.8, temp=31.0, kind="cccv"))
+    cycle.add(result(2, ah=-26.0, wh=-1300.0, v=42.0, temp=38.0))
+    cycle.add(result(3, ah=0.02, wh=1.0, v=45.8, temp=30.0, kind="rest"))  # 20 mAh of the next charge
+    s = cycle.summary()
+    assert s["end_of_charge_v"] == 58.8 and s["end_of_discharge_v"] == 42.0
 
 
 def test_a_cycle_without_charge_has_no_efficiency() -> None:
