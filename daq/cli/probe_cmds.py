@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import math
+import struct
 from typing import Any
 
 from daq.config.bench import ModbusDeviceConfig, SerialTransportConfig, TcpTransportConfig
@@ -33,12 +34,6 @@ from drivers.modbus.regmap import BIT_TABLES, load_regmap
 
 GATEWAY_EXCEPTIONS = (10, 11)  # no device behind the gateway at that unit id
 ILLEGAL_ADDRESS = 2
-READ_METHODS = {  # pymodbus client methods: read function codes only, nothing here can write
-    "holding": "read_holding_registers",
-    "input": "read_input_registers",
-    "coil": "read_coils",
-    "discrete": "read_discrete_inputs",
-}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -181,10 +176,10 @@ async def _read_words(link: ModbusLink, table: str, start: int, count: int, unit
 
 
 async def _read(link: ModbusLink, table: str, address: int, count: int, unit: int) -> list[Any]:
-    response = await link.call(READ_METHODS[table], address, count=count, device_id=unit)
-    if table in BIT_TABLES:
-        return [bool(b) for b in response.bits[:count]]
-    return list(response.registers)
+    data = await link.read(table, address, count, unit=unit)
+    if isinstance(data, tuple):
+        return list(data)
+    return list(struct.unpack(f">{count}H", data))
 
 
 async def probe_range(args: argparse.Namespace) -> dict[str, Any]:

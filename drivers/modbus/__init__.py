@@ -1,1 +1,1 @@
-"""Modbus: pure codec and register maps; the pymodbus-based driver."""
+"""Modbus: pure codec and register maps; our Modbus/TCP client, pymodbus for RTU; the driver."""

@@ -536,6 +536,38 @@ def match_response(request: Request, response: Response) -> Response:
     return response
 
 
+# ---------------------------------------------------------------------------- client fast path
+
+_TCP_READ_FRAME = struct.Struct(">HHHBBHH")
+
+
+def tcp_read_frame(transaction_id: int, unit_id: int, function: int, address: int, count: int) -> bytes:
+    """A whole Modbus/TCP read request (MBAP header + PDU) in one ``pack``: a poll's hot path.
+
+    The caller has checked the span (a register map's read plan is checked when it is built)."""
+    return _TCP_READ_FRAME.pack(transaction_id, 0, 6, unit_id, function, address, count)
+
+
+def read_response_data(function: int, count: int, pdu: bytes) -> bytes:
+    """The data bytes of a response PDU answering a read of ``count`` items with ``function``.
+
+    Registers come back as ``2 * count`` big-endian bytes, bits packed ``(count + 7) // 8`` to
+    the byte. Raises ``DeviceExceptionError`` for an exception response, ``FrameError`` for a PDU
+    whose byte count does not match, ``UnexpectedResponseError`` for an answer to another function.
+    """
+    if pdu and pdu[0] == function:
+        expected = 2 * count if function >= 3 else (count + 7) // 8
+        if len(pdu) == expected + 2 and pdu[1] == expected:
+            return pdu[2:]
+        raise FrameError(f"function {function}: asked for {count} items, the response holds {len(pdu) - 2} bytes")
+    response = decode_response(pdu)
+    if isinstance(response, ExceptionResponse) and response.function == function:
+        meaning = response.exception
+        name = meaning.name.lower().replace("_", " ") if meaning else "non-standard code"
+        raise DeviceExceptionError(f"Modbus exception {response.code} ({name})", code=response.code)
+    raise UnexpectedResponseError(f"sent function {function}, got an answer to function {response.function}")
+
+
 # -------------------------------------------------------------------------------------- framing
 
 

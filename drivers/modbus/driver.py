@@ -1,13 +1,15 @@
-"""Register-map Modbus driver: a thin async shell over pymodbus.
+"""Register-map Modbus driver: a thin async shell over the Modbus clients.
 
-The pure work (planning, decoding, range checks) lives in ``regmap``; this module only sends
-requests and maps pymodbus's errors onto the project's error tree at one boundary.
+The pure work (planning, decoding, range checks, framing) lives in ``regmap`` and ``codec``; this
+module only sends requests (Modbus/TCP through ``tcp_client``, RTU through pymodbus) and maps
+every failure onto the project's error tree at one boundary.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,15 @@ from daq.errors import (
     TransportError,
 )
 from daq.records import DeviceSchema, Quality
+from drivers.modbus.codec import (
+    WriteMultipleRegistersRequest,
+    WriteSingleCoilRequest,
+    WriteSingleRegisterRequest,
+    decode_response,
+    match_response,
+    read_response_data,
+    unpack_bits,
+)
 from drivers.modbus.regmap import (
     BIT_TABLES,
     ReadBlock,
@@ -37,6 +48,7 @@ from drivers.modbus.regmap import (
     plan_channels,
     plan_reads,
 )
+from drivers.modbus.tcp_client import ModbusTcpClient
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +83,22 @@ class SerialEndpoint:
 
 
 Endpoint = TcpEndpoint | SerialEndpoint
+WriteRequest = WriteSingleCoilRequest | WriteSingleRegisterRequest | WriteMultipleRegistersRequest
 
 
 class ModbusLink:
-    """One pymodbus client for one endpoint, shared by every device behind it.
+    """One client for one endpoint, shared by every device behind it.
 
-    The lock is the bus arbiter: every request on the link, reads and writes alike, goes through
-    it, so devices sharing an RS-485 port (or a TCP gateway) never interleave frames.
+    Modbus/TCP goes through the project's own client (``drivers.modbus.tcp_client``, ADR 0016);
+    RTU, on a serial port or framed over TCP, through pymodbus. The lock is the bus arbiter:
+    every request on the link, reads and writes alike, goes through it, so devices sharing an
+    RS-485 port (or a TCP gateway) never interleave frames.
     """
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.lock = asyncio.Lock()
+        self._native: ModbusTcpClient | None = None
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._connect_lock = asyncio.Lock()
 
@@ -94,7 +110,13 @@ class ModbusLink:
         return f"{ep.port} @ {ep.baud} baud"
 
     @property
+    def is_rtu(self) -> bool:
+        return isinstance(self.endpoint, SerialEndpoint) or self.endpoint.framing == "rtu"
+
+    @property
     def connected(self) -> bool:
+        if self._native is not None:
+            return self._native.connected
         return self._client is not None and self._client.connected
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
@@ -102,8 +124,7 @@ class ModbusLink:
         # Our poll engine owns retries and reconnects (with jittered backoff): switch pymodbus's off.
         common: dict[str, Any] = {"timeout": ep.timeout_s, "retries": 0, "reconnect_delay": 0}
         if isinstance(ep, TcpEndpoint):
-            framer = FramerType.RTU if ep.framing == "rtu" else FramerType.SOCKET
-            return AsyncModbusTcpClient(ep.host, port=ep.port, framer=framer, **common)
+            return AsyncModbusTcpClient(ep.host, port=ep.port, framer=FramerType.RTU, **common)
         return AsyncModbusSerialClient(
             ep.port,
             framer=FramerType.RTU,
@@ -118,8 +139,13 @@ class ModbusLink:
         async with self._connect_lock:
             if self.connected:
                 return
-            if self._client is not None:
-                self._client.close()
+            self.close()
+            ep = self.endpoint
+            if isinstance(ep, TcpEndpoint) and ep.framing == "socket":
+                native = ModbusTcpClient(ep.host, ep.port, timeout_s=ep.timeout_s, label=self.label)
+                await native.connect()  # raises ConnectError naming the endpoint
+                self._native = native
+                return
             client = self._make_client()
             try:
                 ok = await _guard(client.connect())
@@ -137,23 +163,69 @@ class ModbusLink:
             self._client = client
 
     def close(self) -> None:
+        if self._native is not None:
+            self._native.close()
+            self._native = None
         if self._client is not None:
             self._client.close()
             self._client = None
 
-    @property
-    def is_rtu(self) -> bool:
-        return isinstance(self.endpoint, SerialEndpoint) or self.endpoint.framing == "rtu"
+    async def read(self, table: str, address: int, count: int, *, unit: int) -> bytes | tuple[bool, ...]:
+        """``count`` registers as ``2 * count`` big-endian bytes, or ``count`` bits, from ``table``."""
+        if not self.connected:
+            await self.connect()
+        native = self._native
+        if native is None:
+            response = await self._pymodbus_call(_READ_METHOD[table], address, count=count, device_id=unit)
+            if table in BIT_TABLES:
+                return tuple(bool(b) for b in response.bits[:count])
+            return struct.pack(f">{count}H", *response.registers)
+        function = _READ_FUNCTION[table]
+        async with self.lock:
+            pdu = await native.read(unit, function, address, count)
+        try:
+            data = read_response_data(function, count, pdu)
+        except DeviceExceptionError as exc:
+            raise self._refused(exc.code, unit) from None
+        except ProtocolError as exc:
+            raise ProtocolError(f"{self.label}: {exc}") from None
+        return data if function >= 3 else unpack_bits(data)[:count]
 
-    async def _quiet_after_timeout(self) -> None:
-        """RTU frames carry no transaction id: a reply arriving late would be taken as the answer to
-        the next request. Keep the bus quiet a little longer (still holding the arbiter) so it lands
-        before the next request resets the receive buffer."""
-        if self.is_rtu:
-            await asyncio.sleep(min(0.1, self.endpoint.timeout_s / 2))
+    async def write(self, request: WriteRequest, *, unit: int) -> None:
+        """Send a write request and check the device's echo of it."""
+        native = self._native
+        if native is None or not native.connected:
+            if not self.connected:
+                await self.connect()
+            native = self._native
+        if native is None:
+            await self._pymodbus_write(request, unit)
+            return
+        async with self.lock:
+            pdu = await native.request(unit, request.encode())
+        try:
+            match_response(request, decode_response(pdu))
+        except DeviceExceptionError as exc:
+            raise self._refused(exc.code, unit) from None
+        except ProtocolError as exc:
+            raise ProtocolError(f"{self.label}: {exc}") from None
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Send one request under the arbiter lock and return the response PDU."""
+    async def _pymodbus_write(self, request: WriteRequest, unit: int) -> None:
+        if isinstance(request, WriteSingleCoilRequest):
+            await self._pymodbus_call("write_coil", request.address, request.value, device_id=unit)
+        elif isinstance(request, WriteSingleRegisterRequest):
+            await self._pymodbus_call("write_register", request.address, request.value, device_id=unit)
+        else:
+            await self._pymodbus_call("write_registers", request.address, list(request.values), device_id=unit)
+
+    def _refused(self, code: int, unit: int) -> DeviceExceptionError:
+        return DeviceExceptionError(
+            f"{self.label}: device {unit} answered exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})",
+            code=code,
+        )
+
+    async def _pymodbus_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Send one request through pymodbus under the arbiter lock and return the response PDU."""
         client = self._client
         if client is None or not client.connected:
             await self.connect()
@@ -169,12 +241,7 @@ class ModbusLink:
                 raise self._translate(exc) from exc
             _raise_if_cancelling()
         if response.isError():
-            code = int(getattr(response, "exception_code", 0) or 0)
-            raise DeviceExceptionError(
-                f"{self.label}: device {kwargs.get('device_id')} answered exception {code} "
-                f"({EXCEPTION_NAMES.get(code, 'unknown')})",
-                code=code,
-            )
+            raise self._refused(int(getattr(response, "exception_code", 0) or 0), kwargs.get("device_id", 0))
         return response
 
     def _translate(self, exc: BaseException) -> DriverError:
@@ -214,6 +281,7 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
     return result
 
 
+_READ_FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 _READ_METHOD = {
     "holding": "read_holding_registers",
     "input": "read_input_registers",
@@ -254,10 +322,9 @@ class ModbusDriver:
         # Per block, everything a poll needs: request, decoder, output slots, all-good qualities.
         self._plan = [
             (
-                _READ_METHOD[block.table],
+                block.table,
                 block.start,
                 block.count,
-                block.table in BIT_TABLES,
                 decode,
                 lo,
                 hi,
@@ -276,23 +343,22 @@ class ModbusDriver:
             if reg.table in BIT_TABLES:
                 continue
             try:
-                response = await self.link.call(
-                    _READ_METHOD[reg.table], reg.address, count=reg.words, device_id=self.unit_id
-                )
+                data = await self.link.read(reg.table, reg.address, reg.words, unit=self.unit_id)
             except (DeviceExceptionError, ProtocolError):
                 continue  # identification is a nicety; a device without it still polls
-            words = response.registers
+            assert isinstance(data, bytes)
+            words = struct.unpack(f">{reg.words}H", data)
             self.info[reg.name] = decode_string(words) if reg.type == "string" else decode_value(reg, words)
 
     async def close(self) -> None:
         self.link.close()
 
     async def read(self, values: list[float], quality: bytearray) -> None:
-        call = self.link.call
+        read = self.link.read
         unit = self.unit_id
-        for method, start, count, bits, decode, lo, hi, good in self._plan:
+        for table, start, count, decode, lo, hi, good in self._plan:
             try:
-                response = await call(method, start, count=count, device_id=unit)
+                raw = await read(table, start, count, unit=unit)
             except DeviceExceptionError:
                 _mark(values, quality, lo, hi, Quality.DEVICE_EXCEPTION)
                 continue
@@ -306,7 +372,7 @@ class ModbusDriver:
                 _mark(values, quality, lo, len(values), Quality.COMM_LOST)
                 raise
             quality[lo:hi] = good
-            decode(response.bits if bits else response.registers, values, quality)
+            decode(raw, values, quality)
 
     def register(self, channel: str) -> Register:
         reg = self.regmap.by_name.get(channel)
@@ -322,28 +388,28 @@ class ModbusDriver:
         if not reg.writable:
             raise SetpointRangeError(f"{self.name}: {channel} is not writable; nothing was sent")
         payload = reg.encode(value)
+        request: WriteRequest
         if reg.table == "coil":
-            await self.link.call("write_coil", reg.address, bool(payload), device_id=self.unit_id)
+            request = WriteSingleCoilRequest(reg.address, bool(payload))
         elif isinstance(payload, list) and len(payload) == 1:
-            await self.link.call("write_register", reg.address, payload[0], device_id=self.unit_id)
+            request = WriteSingleRegisterRequest(reg.address, payload[0])
         else:
             assert isinstance(payload, list)
-            await self.link.call("write_registers", reg.address, payload, device_id=self.unit_id)
+            request = WriteMultipleRegistersRequest(reg.address, tuple(payload))
+        await self.link.write(request, unit=self.unit_id)
 
     async def read_channel(self, channel: str) -> float:
         """Read one register (or one named bit of a register) now: read-back after a write."""
         owner = self.regmap.bit_owner.get(channel)
+        reg = owner[0] if owner is not None else self.register(channel)
+        count = 1 if reg.table in BIT_TABLES else reg.words
+        data = await self.link.read(reg.table, reg.address, count, unit=self.unit_id)
+        if isinstance(data, tuple):
+            return 1.0 if data[0] else 0.0
+        value = decode_value(reg, struct.unpack(f">{reg.words}H", data))
         if owner is not None:
-            reg, bit = owner
-            response = await self.link.call(
-                _READ_METHOD[reg.table], reg.address, count=reg.words, device_id=self.unit_id
-            )
-            return float((int(decode_value(reg, response.registers)) >> bit) & 1)
-        reg = self.register(channel)
-        response = await self.link.call(_READ_METHOD[reg.table], reg.address, count=reg.words, device_id=self.unit_id)
-        if reg.table in BIT_TABLES:
-            return 1.0 if response.bits[0] else 0.0
-        return decode_value(reg, response.registers)
+            return float((int(value) >> owner[1]) & 1)
+        return value
 
 
 def _mark(values: list[float], quality: bytearray, lo: int, hi: int, q: Quality) -> None:

@@ -353,20 +353,21 @@ def plan_reads(
     return blocks
 
 
-DecodeFn = Callable[[Sequence[int] | Sequence[bool], list[float], bytearray], None]
+DecodeFn = Callable[[bytes | Sequence[int] | Sequence[bool], list[float], bytearray], None]
 
 
 def compile_block_decoder(block: ReadBlock, first_index: int) -> DecodeFn:
     """A function that decodes one block's raw words into ``values[first_index:...]`` in place.
 
-    It also writes qualities (OUT_OF_RANGE for a sentinel raw value). Built once per block, so the
+    Registers arrive as the response's big-endian bytes (or as a sequence of words); bits as a
+    sequence of booleans. It also writes qualities (OUT_OF_RANGE for a sentinel raw value). Built once per block, so the
     per-poll cost is a single ``struct.unpack`` plus the scaling.
     """
     if block.table in BIT_TABLES:
         offsets = [(reg.address - block.start) for reg in block.registers]
         count = len(offsets)
 
-        def decode_bits(raw: Sequence[int] | Sequence[bool], values: list[float], quality: bytearray) -> None:
+        def decode_bits(raw: bytes | Sequence[int] | Sequence[bool], values: list[float], quality: bytearray) -> None:
             for k in range(count):
                 values[first_index + k] = 1.0 if raw[offsets[k]] else 0.0
 
@@ -404,8 +405,8 @@ def compile_block_decoder(block: ReadBlock, first_index: int) -> DecodeFn:
     bad = int(Quality.OUT_OF_RANGE)
     nan = math.nan
 
-    def decode_words(raw: Sequence[int] | Sequence[bool], values: list[float], quality: bytearray) -> None:
-        fields = unpack(words_fmt(*raw))
+    def decode_words(raw: bytes | Sequence[int] | Sequence[bool], values: list[float], quality: bytearray) -> None:
+        fields = unpack(raw if type(raw) is bytes else words_fmt(*raw))
         if reordered:
             fields = tuple(
                 _words_to_raw(reg, struct.unpack(f">{reg.words}H", f))

@@ -1,7 +1,8 @@
 """The simulators' Modbus endpoints against pymodbus 3.16 clients, over real sockets and ptys.
 
-The daq's client side is pymodbus, so interoperability is proven with pymodbus itself: Modbus/TCP,
-RTU framing over TCP, and RTU on a pseudo-terminal with a serial client. Every fault must be
+Interoperability with an independent implementation: pymodbus's clients against our server over
+Modbus/TCP, RTU framing over TCP, and RTU on a pseudo-terminal with a serial client (our own
+Modbus/TCP client is tested against pymodbus's server in test_modbus_tcp_client.py). Every fault must be
 visible to pymodbus as the matching error, and the server must keep serving afterwards. Raw-socket
 tests pin the faulty bytes themselves.
 """
