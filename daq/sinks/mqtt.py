@@ -39,7 +39,7 @@ from daq.sinks.base import (
     iso_ns,
 )
 from daq.sinks.credentials import Secret, client_ssl_context, read_optional_secret
-from daq.sinks.mqtt_acks import PubackTracker
+from daq.sinks.mqtt_acks import IN_FLIGHT_WINDOW, PubackTracker
 from daq.sinks.mqtt_payload import (
     OFFLINE,
     ONLINE,
@@ -252,7 +252,7 @@ class MqttSink:
             clean_session=True,
             timeout=cfg.connect_timeout_s,
             keepalive=cfg.keepalive_s,
-            max_inflight_messages=max(cfg.batch_max_records, EVENT_BATCH) + 10,
+            max_inflight_messages=IN_FLIGHT_WINDOW,
             tls_context=self._tls,
             logger=_client_log,
         )
