@@ -78,7 +78,7 @@ async def modbus_rows(baud: int, seconds: float) -> list[tuple[str, float, float
             for count in (10, 52):
 
                 async def read(count: int = count) -> object:
-                    return await link.call("read_input_registers", 0, count=count, device_id=1)
+                    return await link.read("input", 0, count, unit=1)
 
                 rows.append(
                     (
