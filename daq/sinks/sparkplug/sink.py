@@ -38,6 +38,7 @@ from daq.sinks.base import (
 )
 from daq.sinks.credentials import Secret, client_ssl_context, read_optional_secret
 from daq.sinks.mqtt import EXPECTED_ERRORS
+from daq.sinks.mqtt_acks import IN_FLIGHT_WINDOW
 from daq.sinks.sparkplug.payloads import EdgeNodeSession, SparkplugTopics, no_answer, rebirth_requested
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class SparkplugSink:
             clean_session=True,
             timeout=cfg.connect_timeout_s,
             keepalive=cfg.keepalive_s,
-            max_inflight_messages=cfg.batch_max_records + 20,
+            max_inflight_messages=IN_FLIGHT_WINDOW,  # PUBACKs in small groups (daq.sinks.mqtt_acks)
             tls_context=self._tls,
             logger=_client_log,
         )
