@@ -376,6 +376,12 @@ class ExceptionResponse:
         except ValueError:
             return None
 
+    @property
+    def description(self) -> str:
+        """``code`` in words: "illegal data address", or "non-standard code"."""
+        meaning = self.exception
+        return meaning.name.lower().replace("_", " ") if meaning else "non-standard code"
+
     def encode(self) -> bytes:
         return bytes((self.function | 0x80, self.code))
 
@@ -510,11 +516,9 @@ def match_response(request: Request, response: Response) -> Response:
             f"sent function {request.function}, got an answer to function {response.function}"
         )
     if isinstance(response, ExceptionResponse):
-        meaning = response.exception
-        name = meaning.name.lower().replace("_", " ") if meaning else "non-standard code"
-        where = f" at address {request.address}"
         raise DeviceExceptionError(
-            f"Modbus exception {response.code} ({name}) for function {request.function}{where}",
+            f"Modbus exception {response.code} ({response.description}) for function {request.function}"
+            f" at address {request.address}",
             code=response.code,
         )
     if isinstance(request, ReadRequest):
@@ -562,9 +566,7 @@ def read_response_data(function: int, count: int, pdu: bytes) -> bytes:
         raise FrameError(f"function {function}: asked for {count} items, the response holds {len(pdu) - 2} bytes")
     response = decode_response(pdu)
     if isinstance(response, ExceptionResponse) and response.function == function:
-        meaning = response.exception
-        name = meaning.name.lower().replace("_", " ") if meaning else "non-standard code"
-        raise DeviceExceptionError(f"Modbus exception {response.code} ({name})", code=response.code)
+        raise DeviceExceptionError(f"Modbus exception {response.code} ({response.description})", code=response.code)
     raise UnexpectedResponseError(f"sent function {function}, got an answer to function {response.function}")
 
 
@@ -631,31 +633,46 @@ class TcpFrameDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Frame | ProtocolError]:
-        buffer = self._buffer
-        buffer += data
+        self._buffer += data
+        frames, lost = split_mbap_frames(self._buffer)
         out: list[Frame | ProtocolError] = []
-        pos = 0
-        available = len(buffer)
-        while available - pos >= MBAP_SIZE:
-            transaction_id, protocol_id, length, unit_id = struct.unpack_from(">HHHB", buffer, pos)
-            if protocol_id != 0 or not 2 <= length <= MAX_PDU_SIZE + 1:
-                out.append(FrameError(f"bad MBAP header (protocol id {protocol_id}, length {length}): stream lost"))
-                pos = available
-                break
-            start, end = pos, pos + 6 + length
-            if end > available:
-                break
-            pdu = bytes(buffer[start + MBAP_SIZE : end])
-            pos = end
+        for transaction_id, unit_id, pdu in frames:
             try:
-                out.append(Frame(unit_id, self._decode(pdu), transaction_id, end - start))
+                out.append(Frame(unit_id, self._decode(pdu), transaction_id, MBAP_SIZE + len(pdu)))
             except PduError as exc:
                 exc.unit_id, exc.transaction_id = unit_id, transaction_id
                 out.append(exc)
             except FrameError as exc:
                 out.append(exc)
-        del buffer[:pos]
+        if lost is not None:
+            out.append(lost)
         return out
+
+
+_MBAP_HEADER = struct.Struct(">HHHB")
+
+
+def split_mbap_frames(buffer: bytearray) -> tuple[list[tuple[int, int, bytes]], FrameError | None]:
+    """Take every complete MBAP frame off the front of ``buffer``: ``(transaction id, unit id, PDU)``.
+
+    An incomplete frame stays in the buffer for the next bytes. A bad header (protocol id not 0,
+    length outside 2..254) means the stream has lost its framing: the buffer is emptied and the
+    error returned beside the frames before it.
+    """
+    frames: list[tuple[int, int, bytes]] = []
+    pos, available = 0, len(buffer)
+    while available - pos >= MBAP_SIZE:
+        transaction_id, protocol_id, length, unit_id = _MBAP_HEADER.unpack_from(buffer, pos)
+        if protocol_id != 0 or not 2 <= length <= MAX_PDU_SIZE + 1:
+            del buffer[:]
+            return frames, FrameError(f"bad MBAP header (protocol id {protocol_id}, length {length}): stream lost")
+        end = pos + 6 + length
+        if end > available:
+            break
+        frames.append((transaction_id, unit_id, bytes(buffer[pos + MBAP_SIZE : end])))
+        pos = end
+    del buffer[:pos]
+    return frames, None
 
 
 # Frame sizes of standard requests we do not serve, so a server can still find their end and

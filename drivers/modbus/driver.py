@@ -29,6 +29,7 @@ from daq.errors import (
 )
 from daq.records import DeviceSchema, Quality
 from drivers.modbus.codec import (
+    READ_TABLES,
     WriteMultipleRegistersRequest,
     WriteSingleCoilRequest,
     WriteSingleRegisterRequest,
@@ -110,10 +111,6 @@ class ModbusLink:
         return f"{ep.port} @ {ep.baud} baud"
 
     @property
-    def is_rtu(self) -> bool:
-        return isinstance(self.endpoint, SerialEndpoint) or self.endpoint.framing == "rtu"
-
-    @property
     def connected(self) -> bool:
         if self._native is not None:
             return self._native.connected
@@ -193,11 +190,9 @@ class ModbusLink:
 
     async def write(self, request: WriteRequest, *, unit: int) -> None:
         """Send a write request and check the device's echo of it."""
+        if not self.connected:
+            await self.connect()
         native = self._native
-        if native is None or not native.connected:
-            if not self.connected:
-                await self.connect()
-            native = self._native
         if native is None:
             await self._pymodbus_write(request, unit)
             return
@@ -281,7 +276,7 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
     return result
 
 
-_READ_FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+_READ_FUNCTION = {table: function for function, table in READ_TABLES.items()}
 _READ_METHOD = {
     "holding": "read_holding_registers",
     "input": "read_input_registers",

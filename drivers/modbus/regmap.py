@@ -360,8 +360,8 @@ def compile_block_decoder(block: ReadBlock, first_index: int) -> DecodeFn:
     """A function that decodes one block's raw words into ``values[first_index:...]`` in place.
 
     Registers arrive as the response's big-endian bytes (or as a sequence of words); bits as a
-    sequence of booleans. It also writes qualities (OUT_OF_RANGE for a sentinel raw value). Built once per block, so the
-    per-poll cost is a single ``struct.unpack`` plus the scaling.
+    sequence of booleans. It also writes qualities (OUT_OF_RANGE for a sentinel raw value). Built
+    once per block, so the per-poll cost is a single ``struct.unpack`` plus the scaling.
     """
     if block.table in BIT_TABLES:
         offsets = [(reg.address - block.start) for reg in block.registers]

@@ -14,12 +14,9 @@ goes through pymodbus.
 from __future__ import annotations
 
 import asyncio
-import struct
 
 from daq.errors import ConnectError, ProtocolError, ResponseTimeoutError, TransportError
-from drivers.modbus.codec import MAX_PDU_SIZE, MBAP_SIZE, tcp_frame, tcp_read_frame
-
-_MBAP = struct.Struct(">HHHB")
+from drivers.modbus.codec import split_mbap_frames, tcp_frame, tcp_read_frame
 
 
 class ModbusTcpClient:
@@ -97,27 +94,17 @@ class ModbusTcpClient:
 
     # -- protocol callbacks --------------------------------------------------------------------
     def _received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        pos, available = 0, len(buffer)
+        self._buffer += data
+        frames, lost = split_mbap_frames(self._buffer)
         pending = self._pending
-        while available - pos >= MBAP_SIZE:
-            tid, protocol_id, length, unit_id = _MBAP.unpack_from(buffer, pos)
-            if protocol_id != 0 or not 2 <= length <= MAX_PDU_SIZE + 1:
-                # The stream has lost its framing and cannot be resynchronised: drop the link.
-                del buffer[:]
-                self._lost(ProtocolError(f"{self.label}: bad MBAP header (protocol id {protocol_id}, length {length})"))
-                return
-            end = pos + 6 + length
-            if end > available:
-                break
+        for tid, unit_id, pdu in frames:
             future = pending.pop(tid, None)
             if future is not None and not future.done():
-                future.set_result((unit_id, bytes(buffer[pos + MBAP_SIZE : end])))
+                future.set_result((unit_id, pdu))
             else:
                 self.late_replies += 1
-            pos = end
-        del buffer[:pos]
+        if lost is not None:  # the stream cannot be resynchronised: drop the link
+            self._lost(ProtocolError(f"{self.label}: {lost}"))
 
     def _lost(self, exc: BaseException | None) -> None:
         transport, self._transport = self._transport, None
